@@ -1,0 +1,147 @@
+"""Decode one stored image and hand ms-swift an 8-bit RGB image without silent loss.
+
+PIL's own `convert('RGB')` clips 16-bit data to 255, drops alpha onto black and ignores ICC
+profiles; ms-swift calls exactly that on every non-RGB image. Here each mode gets a deliberate
+conversion, the full image is decoded once (so a truncated file fails at load time, naming its
+row, not mid-training), and images that are already 8-bit RGB or grayscale keep their bytes.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+from PIL import Image, ImageCms
+
+MAX_PIXELS_ENV = 'MEDRES_MAX_IMAGE_PIXELS'
+# PIL's own default bomb limit (89.5 MP warns, 2x errors); raise it for slides and big microscopy.
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+# Percentiles for windowing >8-bit data into 8 bits; saturates at most 0.1% of pixels each side.
+WINDOW_PERCENTILES = (0.1, 99.9)
+# Transparent areas carry no signal; flatten them onto white as viewers and `convert -flatten` do.
+ALPHA_BACKGROUND = (255, 255, 255)
+
+
+class ImageDecodeError(ValueError):
+    """An image cannot be decoded or converted; the message names where it came from."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    # What ms-swift opens: the original bytes or path when already 8-bit RGB / L, else PNG bytes.
+    payload: Union[bytes, str]
+    width: int
+    height: int
+    source_mode: str     # PIL mode as stored, e.g. 'CMYK', 'I;16'
+    converted: bool      # True when `data` is a re-encoded PNG of a converted image
+
+
+def max_image_pixels() -> int:
+    return int(os.environ.get(MAX_PIXELS_ENV, DEFAULT_MAX_IMAGE_PIXELS))
+
+
+def open_image(data: Union[bytes, str, os.PathLike], where: str) -> Image.Image:
+    """Open and fully decode; refuse images over the pixel limit before decoding them."""
+    limit = max_image_pixels()
+    try:
+        im = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
+    except FileNotFoundError:
+        raise ImageDecodeError(f'{where}: image file not found: {data}') from None
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+        raise ImageDecodeError(f'{where}: cannot decode image: {type(e).__name__}: {e}') from None
+    w, h = im.size
+    if w * h > limit:
+        raise ImageDecodeError(
+            f'{where}: image is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,} '
+            f'(raise {MAX_PIXELS_ENV} if this size is intended)')
+    if getattr(im, 'n_frames', 1) > 1 and im.format == 'TIFF':
+        raise ImageDecodeError(
+            f'{where}: multi-page TIFF ({im.n_frames} pages) has no single RGB meaning; '
+            f'prepare it with `medres prepare` and an explicit channel mapping')
+    try:
+        # Our own limit is checked above; PIL's global one would reject what the user allowed.
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im.load()
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    except Exception as e:
+        raise ImageDecodeError(f'{where}: cannot decode image ({w}x{h}, {im.mode}): '
+                               f'{type(e).__name__}: {e}') from None
+    return im
+
+
+def window_to_uint8(arr: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
+    """Linearly map [p_low, p_high] of the data to [0, 255]; constant images map to 0."""
+    arr = np.asarray(arr, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    if finite.size == 0:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    lo, hi = np.percentile(finite, percentiles)
+    if hi <= lo:
+        return np.zeros(arr.shape, dtype=np.uint8)
+    out = (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    rgba = im.convert('RGBA')
+    background = Image.new('RGB', rgba.size, ALPHA_BACKGROUND)
+    background.paste(rgba, mask=rgba.getchannel('A'))
+    return background
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB deliberately (see module docstring)."""
+    mode = im.mode
+    if mode == 'RGB':
+        return im
+    if mode in ('L', '1'):
+        return im.convert('L').convert('RGB')
+    if mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F'):
+        return Image.fromarray(window_to_uint8(np.asarray(im))).convert('RGB')
+    if mode == 'CMYK':
+        icc = im.info.get('icc_profile')
+        if icc:
+            src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            return ImageCms.profileToProfile(im, src, ImageCms.createProfile('sRGB'), outputMode='RGB')
+        return im.convert('RGB')
+    if mode == 'P':
+        return _flatten_alpha(im) if 'transparency' in im.info else im.convert('RGB')
+    if mode in ('LA', 'La', 'RGBA', 'RGBa', 'PA'):
+        return _flatten_alpha(im)
+    # YCbCr, LAB, HSV: PIL converts these colour spaces to RGB exactly.
+    return im.convert('RGB')
+
+
+def decode_to_rgb(data: Union[bytes, str, os.PathLike], where: str) -> DecodedImage:
+    """Decode, validate and, where needed, convert to an 8-bit RGB PNG."""
+    im = open_image(data, where)
+    mode = im.mode
+    if mode in ('RGB', 'L'):
+        payload = bytes(data) if isinstance(data, (bytes, bytearray)) else os.fspath(data)
+        return DecodedImage(payload, im.width, im.height, mode, converted=False)
+    try:
+        rgb = to_rgb(im)
+    except Exception as e:
+        raise ImageDecodeError(f'{where}: cannot convert {mode} image to RGB: {type(e).__name__}: {e}') from None
+    buf = io.BytesIO()
+    rgb.save(buf, format='PNG', compress_level=1)
+    return DecodedImage(buf.getvalue(), rgb.width, rgb.height, mode, converted=True)
+
+
+def image_payload(value) -> Optional[Union[bytes, str]]:
+    """The bytes or path inside a datasets `Image(decode=False)` value, a path string or bytes."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return value.get('bytes') or value.get('path')
+    if isinstance(value, (bytes, bytearray, str)):
+        return value
+    if isinstance(value, Image.Image):
+        buf = io.BytesIO()
+        value.save(buf, format='PNG')
+        return buf.getvalue()
+    raise TypeError(f'unsupported image value of type {type(value).__name__}')

@@ -1,0 +1,32 @@
+"""Register every registry entry with ms-swift as `medres/<name>`."""
+from __future__ import annotations
+
+from typing import Optional
+
+from .registry import Entry, load_registry
+
+
+def dataset_meta(entry: Entry):
+    from swift.dataset import DatasetMeta
+
+    from .loader import MedresDatasetLoader
+
+    # Only `dataset_name`: giving the hub ids too would make ms-swift route plain
+    # `--dataset <hub id>` through medres and shadow its own registrations of the same ids.
+    return DatasetMeta(
+        dataset_name=entry.registered_name,
+        split=[entry.default_split],
+        loader=MedresDatasetLoader,
+        tags=['medres', entry.modality, entry.task.kind, 'multi-modal'],
+        help=f'{entry.title} ({entry.modality}, {entry.task.kind}); splits: {", ".join(entry.splits)}',
+    )
+
+
+def register_datasets(extra: Optional[list] = None) -> list[str]:
+    from swift.dataset import register_dataset
+
+    names = []
+    for entry in load_registry(extra).values():
+        register_dataset(dataset_meta(entry), exist_ok=True)
+        names.append(entry.registered_name)
+    return names

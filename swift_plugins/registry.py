@@ -1,0 +1,201 @@
+"""The dataset registry: one YAML file per dataset, validated on load.
+
+Built-in entries live in `datasets_registry/` (shipped inside the wheel as
+`swift_plugins/datasets_registry`). Users add or override entries by pointing `MEDRES_REGISTRY`
+(os.pathsep-separated folders) or `medres --registry DIR` at folders of such files. Every fact
+about a dataset (prompt, label set, metric, native size, sources) lives in its entry only.
+"""
+from __future__ import annotations
+
+import os
+import string
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+REGISTRY_ENV = 'MEDRES_REGISTRY'
+NAMESPACE = 'medres'
+BUILTIN_DIR = Path(__file__).parent / 'datasets_registry'
+
+Modality = Literal['radiology', 'pathology', 'microscopy', 'cytology', 'clinical', 'dermatology',
+                   'ophthalmology', 'endoscopy', 'synthetic', 'other']
+TaskKind = Literal['closed_vqa', 'open_vqa', 'vqa', 'classification', 'multiple_choice']
+Metric = Literal['closed_accuracy', 'accuracy', 'token_recall', 'exact_match']
+PROMPT_FIELDS = {'question', 'labels', 'choices'}
+
+
+class RegistryError(ValueError):
+    """A registry file is malformed; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them so the error names the field.
+    model_config = ConfigDict(extra='forbid', frozen=True)
+
+
+class Task(_Strict):
+    kind: TaskKind
+    # For `vqa`: a row whose answer is one of these is a closed question, the rest are open.
+    closed_answers: list[str] = Field(default_factory=list)
+
+
+class Sources(_Strict):
+    hf: Optional[str] = None
+    ms: Optional[str] = None
+    # A folder in the hub's own layout (e.g. data/train-*.parquet) or a prepared folder.
+    local: Optional[str] = None
+    subset: str = 'default'
+    hf_revision: Optional[str] = None
+    ms_revision: Optional[str] = None
+
+
+class Split(_Strict):
+    hub_split: str
+    rows: Optional[int] = Field(default=None, ge=0)
+
+
+class Columns(_Strict):
+    image: str = 'image'
+    question: Optional[str] = 'question'
+    answer: str = 'answer'
+    # Multiple choice: a column holding the list of options.
+    choices: Optional[str] = None
+
+
+class Prompt(_Strict):
+    system: str = 'You are a biomedical expert.'
+    # str.format template over {question}, {labels} (the entry's label set) and {choices}.
+    question: str = '{question}'
+
+    @field_validator('question')
+    @classmethod
+    def _known_fields(cls, v: str) -> str:
+        names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
+        unknown = names - PROMPT_FIELDS
+        if unknown:
+            raise ValueError(f'unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(PROMPT_FIELDS)}')
+        return v
+
+
+class NativeSize(_Strict):
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    note: Optional[str] = None
+
+
+class Entry(_Strict):
+    name: str = Field(pattern=r'^[a-z0-9][a-z0-9._-]*$')
+    title: str
+    description: str = ''
+    modality: Modality
+    task: Task
+    metric: Metric
+    sources: Sources
+    splits: dict[str, Split]
+    default_split: str = 'train'
+    columns: Columns = Columns()
+    prompt: Prompt = Prompt()
+    labels: Optional[list[str]] = None
+    native_size: NativeSize
+    license: str
+    citation: str
+    homepage: Optional[str] = None
+    # Set by the loader, not by the file: where the entry came from.
+    path: Optional[str] = Field(default=None, exclude=True)
+
+    @model_validator(mode='after')
+    def _consistent(self) -> 'Entry':
+        if not (self.sources.hf or self.sources.ms or self.sources.local):
+            raise ValueError('sources: give at least one of hf, ms, local')
+        if not self.splits:
+            raise ValueError('splits: at least one split is required')
+        if self.default_split not in self.splits:
+            raise ValueError(f'default_split {self.default_split!r} is not one of splits {sorted(self.splits)}')
+        if self.task.kind == 'classification' and not self.labels:
+            raise ValueError('labels: a classification task needs its label set')
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError('labels: duplicate labels')
+        if self.task.kind == 'multiple_choice' and not self.columns.choices:
+            raise ValueError('columns.choices: a multiple_choice task needs the column holding its options')
+        if self.task.kind == 'vqa' and not self.task.closed_answers:
+            raise ValueError('task.closed_answers: a vqa task (closed + open questions) needs the closed answer set')
+        if '{labels}' in self.prompt.question and not self.labels:
+            raise ValueError('prompt.question uses {labels} but the entry has no labels')
+        return self
+
+    @property
+    def registered_name(self) -> str:
+        return f'{NAMESPACE}/{self.name}'
+
+    @property
+    def source_summary(self) -> str:
+        parts = [f'hf:{self.sources.hf}' if self.sources.hf else None,
+                 f'ms:{self.sources.ms}' if self.sources.ms else None,
+                 f'local:{self.sources.local}' if self.sources.local else None]
+        return ', '.join(p for p in parts if p)
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = '.'.join(str(p) for p in e['loc']) or '(entry)'
+        lines.append(f"{path}: field '{field}': {e['msg']}")
+    return '\n'.join(lines)
+
+
+def load_entry(path: str | Path) -> Entry:
+    """Parse and validate one registry file, raising `RegistryError` naming file and field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except yaml.YAMLError as e:
+        raise RegistryError(f'{path}: not valid YAML: {e}') from None
+    except OSError as e:
+        raise RegistryError(f'{path}: cannot read: {e}') from None
+    if not isinstance(data, dict):
+        raise RegistryError(f'{path}: expected a mapping of fields, got {type(data).__name__}')
+    try:
+        entry = Entry.model_validate(data)
+    except ValidationError as e:
+        raise RegistryError(_format_validation_error(path, e)) from None
+    if path.stem != entry.name:
+        raise RegistryError(f"{path}: field 'name': {entry.name!r} must match the file name {path.stem!r}")
+    return entry.model_copy(update={'path': str(path)})
+
+
+def registry_dirs(extra: Optional[list[str | Path]] = None) -> list[Path]:
+    """Built-in folder first, then `MEDRES_REGISTRY` folders, then `extra`: later ones override."""
+    dirs = [BUILTIN_DIR]
+    env = os.environ.get(REGISTRY_ENV, '')
+    dirs += [Path(p) for p in env.split(os.pathsep) if p]
+    dirs += [Path(p) for p in (extra or [])]
+    for d in dirs[1:]:
+        if not d.is_dir():
+            raise RegistryError(f'{d}: registry folder does not exist (from {REGISTRY_ENV} or --registry)')
+    return dirs
+
+
+@lru_cache(maxsize=8)
+def _load_dirs(dirs: tuple[Path, ...]) -> dict[str, Entry]:
+    entries: dict[str, Entry] = {}
+    for d in dirs:
+        for path in sorted(d.glob('*.yaml')) + sorted(d.glob('*.yml')):
+            entry = load_entry(path)
+            entries[entry.name] = entry
+    return entries
+
+
+def load_registry(extra: Optional[list[str | Path]] = None) -> dict[str, Entry]:
+    """All entries by name; a user folder's entry replaces a built-in one of the same name."""
+    return dict(_load_dirs(tuple(registry_dirs(extra))))
+
+
+def get_entry(name: str, extra: Optional[list[str | Path]] = None) -> Entry:
+    name = name.removeprefix(f'{NAMESPACE}/')
+    entries = load_registry(extra)
+    if name not in entries:
+        raise RegistryError(f'unknown dataset {name!r}; registered: {sorted(entries)}')
+    return entries[name]

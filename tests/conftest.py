@@ -1,0 +1,52 @@
+"""Shared fixtures: offline environment, tiny model and hub-layout data built once per session."""
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Before anything imports datasets / ms-swift: no hub, and caches that start empty.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix='medres-tests-'))
+os.environ.update({
+    'HF_HUB_OFFLINE': '1',
+    'MODELSCOPE_OFFLINE': '1',
+    'HF_DATASETS_OFFLINE': '1',
+    'HF_HOME': str(_SESSION_DIR / 'hf'),
+    'HF_DATASETS_CACHE': str(_SESSION_DIR / 'hf' / 'datasets'),
+    'MODELSCOPE_CACHE': str(_SESSION_DIR / 'modelscope'),
+    'TOKENIZERS_PARALLELISM': 'false',
+})
+os.environ.pop('MEDRES_REGISTRY', None)
+os.environ.pop('MEDRES_LOCAL_SOURCES', None)
+
+
+@pytest.fixture(scope='session')
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope='session')
+def tiny_qwen2_vl(session_dir) -> Path:
+    from swift_plugins.fixtures.tiny_qwen2_vl import build_tiny_qwen2_vl
+    return build_tiny_qwen2_vl(session_dir / 'models' / 'tiny-qwen2-vl')
+
+
+@pytest.fixture(scope='session')
+def local_sources(session_dir) -> Path:
+    from swift_plugins.fixtures.hub_vqa import build_local_sources
+    return build_local_sources(session_dir / 'sources')
+
+
+@pytest.fixture
+def use_local_sources(local_sources, monkeypatch) -> Path:
+    monkeypatch.setenv('MEDRES_LOCAL_SOURCES', str(local_sources))
+    return local_sources
+
+
+@pytest.fixture(scope='session')
+def swift_registered():
+    """Import the plugin the way ms-swift does (`--external_plugins <file>`)."""
+    from swift.utils import import_external_file
+
+    from swift_plugins.swift_run import PLUGIN_PATH
+    return import_external_file(str(PLUGIN_PATH))

@@ -1,0 +1,113 @@
+"""Registry entries loaded through ms-swift's own `load_dataset`, as `swift sft` does."""
+import io
+
+import pytest
+from PIL import Image
+
+from swift_plugins.fixtures.hub_vqa import FIXTURE_SPECS, make_rows, write_hub_layout
+from swift_plugins.registry import RegistryError, get_entry
+from swift_plugins.rows import DataError
+from swift_plugins.sources import resolve_source
+
+
+def load(spec):
+    from swift.dataset import load_dataset
+    train, val = load_dataset(spec)
+    assert val is None
+    return train
+
+
+@pytest.mark.usefixtures('swift_registered', 'use_local_sources')
+def test_every_split_is_reachable_with_ms_swift_rows():
+    for name, spec in FIXTURE_SPECS.items():
+        for split, n in spec['split_sizes'].items():
+            ds = load(f'medres/{name}:{split}')
+            assert len(ds) == n, (name, split)
+            assert {'messages', 'images', 'chat_template_kwargs'} <= set(ds.features)
+    default = load('medres/path-vqa')
+    assert len(default) == FIXTURE_SPECS['path-vqa']['split_sizes']['train']
+    both = load('medres/path-vqa:validation/test')
+    assert len(both) == 6 + 12
+    assert len(load('medres/slake:test#5')) == 5
+
+
+@pytest.mark.usefixtures('swift_registered', 'use_local_sources')
+def test_row_content_and_metadata():
+    ds = load('medres/vqa-rad:test')
+    entry = get_entry('vqa-rad')
+    modes = set()
+    for i, row in enumerate(ds):
+        system, user, assistant = row['messages']
+        assert system == {'role': 'system', 'content': 'You are a biomedical expert.'}
+        assert user['role'] == 'user' and user['content'].startswith('<image>')
+        assert assistant['role'] == 'assistant' and assistant['content']
+        meta = row['chat_template_kwargs']['medres']
+        assert meta['id'] == f'vqa-rad/test/{i}' and meta['modality'] == entry.modality
+        im = Image.open(io.BytesIO(row['images'][0]['bytes']))
+        assert im.mode in ('RGB', 'L') and im.size == (meta['width'], meta['height'])
+        modes.add(meta['source_mode'])
+    # The fixture cycles through the modes the hub copies contain; all came out 8-bit.
+    assert {'CMYK', 'P', 'LA', 'I;16'} <= modes
+
+
+@pytest.mark.usefixtures('swift_registered', 'use_local_sources')
+def test_unknown_split_is_a_clear_error():
+    with pytest.raises(RegistryError, match=r"medres/vqa-rad: unknown split\(s\) \['validation'\]"):
+        load('medres/vqa-rad:validation')
+
+
+@pytest.fixture
+def corrupt_sources(tmp_path, monkeypatch):
+    rows = make_rows(5, seed=3, size=(64, 64), stain=False)
+    rows[2]['image'] = {'bytes': rows[2]['image']['bytes'][:40], 'path': None}  # truncated file
+    write_hub_layout(tmp_path / 'vqa-rad', {'train': rows, 'test': make_rows(2, 4, (64, 64), False)})
+    monkeypatch.setenv('MEDRES_LOCAL_SOURCES', str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.usefixtures('swift_registered', 'corrupt_sources')
+def test_undecodable_row_fails_naming_dataset_split_and_row():
+    with pytest.raises(DataError, match=r'medres/vqa-rad split=train row=2: cannot decode image'):
+        load('medres/vqa-rad:train')
+
+
+@pytest.mark.usefixtures('swift_registered', 'corrupt_sources')
+def test_skip_mode_drops_only_the_bad_row(monkeypatch):
+    monkeypatch.setenv('MEDRES_BAD_ROWS', 'skip')
+    ds = load('medres/vqa-rad:train')
+    assert [r['chat_template_kwargs']['medres']['index'] for r in ds] == [0, 1, 3, 4]
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_missing_column_names_the_registry_field(tmp_path, monkeypatch):
+    from datasets import Dataset
+    (tmp_path / 'vqa-rad' / 'data').mkdir(parents=True)
+    Dataset.from_list([{'img': 'x', 'question': 'q', 'answer': 'a'}]).to_parquet(
+        str(tmp_path / 'vqa-rad' / 'data' / 'train-00000-of-00001.parquet'))
+    monkeypatch.setenv('MEDRES_LOCAL_SOURCES', str(tmp_path))
+    with pytest.raises(RegistryError, match=r"vqa-rad\.yaml: field 'columns\.image': column 'image' is not in"):
+        load('medres/vqa-rad:train')
+
+
+def test_source_resolution_order(tmp_path, monkeypatch):
+    entry = get_entry('vqa-rad')
+    monkeypatch.delenv('MEDRES_LOCAL_SOURCES', raising=False)
+    assert resolve_source(entry, use_hf=False).describe() == 'hf:flaviagiammarino/vqa-rad'  # no ms copy
+    assert resolve_source(entry, use_hf=True).kind == 'hf'
+    monkeypatch.setenv('MEDRES_LOCAL_SOURCES', str(tmp_path))
+    assert resolve_source(entry, use_hf=True).kind == 'hf'  # no folder for it there
+    (tmp_path / 'vqa-rad').mkdir()
+    src = resolve_source(entry, use_hf=True)
+    assert (src.kind, src.dataset_id) == ('local-override', str((tmp_path / 'vqa-rad').resolve()))
+
+
+def test_local_only_entry_without_its_folder_says_how_to_prepare(tmp_path):
+    from swift_plugins.registry import load_entry
+    text = (get_entry('vqa-rad').path and open(get_entry('vqa-rad').path).read())
+    text = text.replace('  hf: flaviagiammarino/vqa-rad', '  local: ./not-prepared-yet').replace('name: vqa-rad', 'name: mine')
+    (tmp_path / 'mine.yaml').write_text(text)
+    entry = load_entry(tmp_path / 'mine.yaml')
+    with pytest.raises(RegistryError, match=r"mine\.yaml: field 'sources\.local': folder .*not-prepared-yet does not exist"):
+        resolve_source(entry, use_hf=False)
+    (tmp_path / 'not-prepared-yet').mkdir()
+    assert resolve_source(entry, use_hf=False).kind == 'local'

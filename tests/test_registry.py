@@ -1,0 +1,129 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from swift_plugins.registry import BUILTIN_DIR, RegistryError, get_entry, load_entry, load_registry
+
+VALID = textwrap.dedent("""\
+    name: {name}
+    title: My dataset
+    modality: pathology
+    task: {{kind: classification}}
+    metric: accuracy
+    sources: {{local: ./prepared}}
+    splits: {{train: {{hub_split: train}}, test: {{hub_split: test, rows: 10}}}}
+    labels: [tumor, normal]
+    prompt: {{question: "Which tissue is this? Options: {{labels}}."}}
+    native_size: {{width: 512, height: 512}}
+    license: CC-BY-4.0
+    citation: Me et al.
+    """)
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / f'{name}.yaml'
+    path.write_text(text)
+    return path
+
+
+def test_builtin_entries_hold_the_paper_facts():
+    entries = load_registry()
+    assert {'vqa-rad', 'path-vqa', 'slake'} <= set(entries)
+    rad, path, slake = entries['vqa-rad'], entries['path-vqa'], entries['slake']
+    assert rad.sources.hf == 'flaviagiammarino/vqa-rad'
+    assert {s: v.rows for s, v in rad.splits.items()} == {'train': 1793, 'test': 451}
+    assert path.sources.hf == 'flaviagiammarino/path-vqa'
+    assert {s: v.rows for s, v in path.splits.items()} == {'train': 19654, 'validation': 6259, 'test': 6719}
+    assert slake.sources.hf == 'mdwiratathya/SLAKE-vqa-english'
+    assert {s: v.rows for s, v in slake.splits.items()} == {'train': 4919, 'validation': 1053, 'test': 1061}
+    for e in (rad, path, slake):
+        assert e.prompt.system == 'You are a biomedical expert.'
+        assert e.task.closed_answers == ['yes', 'no']
+        assert e.metric == 'closed_accuracy'
+        assert e.registered_name == f'medres/{e.name}'
+    assert (rad.modality, path.modality, slake.modality) == ('radiology', 'pathology', 'radiology')
+
+
+def test_valid_user_entry_loads_and_formats_labels(tmp_path):
+    entry = load_entry(write(tmp_path, 'mine', VALID.format(name='mine')))
+    assert entry.labels == ['tumor', 'normal']
+    from swift_plugins.rows import format_question
+    assert format_question(entry, 'ignored') == 'Which tissue is this? Options: tumor, normal.'
+
+
+@pytest.mark.parametrize('mutate, field', [
+    (lambda t: t.replace('modality: pathology', 'modality: pathologie'), "'modality'"),
+    (lambda t: t.replace('metric: accuracy', 'metric: acc'), "'metric'"),
+    (lambda t: t + 'colums: {image: img}\n', "'colums'"),
+    (lambda t: t.replace('license: CC-BY-4.0\n', ''), "'license'"),
+    (lambda t: t.replace('rows: 10', 'rows: -3'), "'splits.test.rows'"),
+    (lambda t: t.replace('{{labels}}', '{{label_set}}').replace('{labels}', '{label_set}'), "'prompt.question'"),
+    (lambda t: t.replace('labels: [tumor, normal]\n', ''), 'labels'),
+    (lambda t: t.replace('name: mine', 'name: other'), "'name'"),
+])
+def test_malformed_entry_names_file_and_field(tmp_path, mutate, field):
+    path = write(tmp_path, 'mine', mutate(VALID.format(name='mine')))
+    with pytest.raises(RegistryError) as e:
+        load_entry(path)
+    assert str(path) in str(e.value)
+    assert field in str(e.value)
+
+
+def test_not_yaml_and_not_mapping(tmp_path):
+    with pytest.raises(RegistryError, match=r'bad\.yaml: not valid YAML'):
+        load_entry(write(tmp_path, 'bad', 'name: [unclosed\n'))
+    with pytest.raises(RegistryError, match=r'list\.yaml: expected a mapping'):
+        load_entry(write(tmp_path, 'list', '- a\n- b\n'))
+
+
+def test_user_folder_adds_and_overrides(tmp_path, monkeypatch):
+    write(tmp_path, 'mine', VALID.format(name='mine'))
+    text = (BUILTIN_DIR / 'vqa-rad.yaml').read_text().replace('title: VQA-RAD', 'title: VQA-RAD (mine)')
+    write(tmp_path, 'vqa-rad', text)
+    monkeypatch.setenv('MEDRES_REGISTRY', str(tmp_path))
+    entries = load_registry()
+    assert entries['mine'].title == 'My dataset'
+    assert entries['vqa-rad'].title == 'VQA-RAD (mine)'
+    assert get_entry('medres/mine').name == 'mine'
+    with pytest.raises(RegistryError, match='unknown dataset'):
+        get_entry('nope')
+
+
+def test_missing_user_folder_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setenv('MEDRES_REGISTRY', str(tmp_path / 'absent'))
+    with pytest.raises(RegistryError, match='absent: registry folder does not exist'):
+        load_registry()
+
+
+def _medres(*args):
+    env = {**os.environ, 'COLUMNS': '200'}  # rich folds tables to the terminal width
+    return subprocess.run([sys.executable, '-m', 'swift_plugins.cli', *args], capture_output=True, text=True, env=env)
+
+
+def test_cli_datasets_lists_entries_and_reports_bad_files(tmp_path):
+    ok = _medres('datasets', '--json')
+    assert ok.returncode == 0, ok.stderr
+    listed = {e['registered_as']: e for e in json.loads(ok.stdout)}
+    assert {'medres/vqa-rad', 'medres/path-vqa', 'medres/slake'} <= set(listed)
+    assert listed['medres/path-vqa']['splits']['validation']['rows'] == 6259
+
+    table = _medres('datasets')
+    assert table.returncode == 0 and 'medres/slake' in table.stdout and 'radiology' in table.stdout
+
+    bad = write(tmp_path, 'broken', VALID.format(name='broken').replace('task: {kind: classification}',
+                                                                       'task: {kind: segmentation}'))
+    out = _medres('--registry', str(tmp_path), 'datasets')
+    assert out.returncode == 2
+    assert str(bad) in out.stdout
+    assert "'task.kind'" in out.stdout and 'Traceback' not in out.stdout + out.stderr
+
+
+def test_cli_plugin_path_points_at_the_plugin_file():
+    out = _medres('plugin-path')
+    path = out.stdout.strip()
+    assert out.returncode == 0 and path.endswith('medres_plugin.py')
+    assert 'register_datasets()' in open(path).read()
