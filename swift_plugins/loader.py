@@ -30,10 +30,11 @@ class MedresDatasetLoader(DatasetLoader):
         # ms-swift tags rows with this string; make it the real source, not the registered name.
         dataset_syntax.dataset = source.dataset_id
         logger.info(f'medres: loading {entry.registered_name} splits {splits} from {source.describe()}')
+        base_dir = source.dataset_id if source.kind.startswith('local') else None
         parts = []
         for split in splits:
             subset = SubsetDataset(subset=entry.sources.subset, split=[entry.splits[split].hub_split],
-                                   preprocess_func=RowConverter(entry, split))
+                                   preprocess_func=RowConverter(entry, split, base_dir))
             parts.append(self._load_repo_dataset(source.dataset_id, subset, use_hf=source.use_hf,
                                                  revision=source.revision))
         return self.concat_datasets(parts)

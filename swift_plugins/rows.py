@@ -56,11 +56,13 @@ def format_question(entry: Entry, question: str, choices: Optional[list[str]] = 
 class RowConverter(RowPreprocessor):
     """Registry entry + split -> ms-swift rows with per-row `medres` metadata."""
 
-    def __init__(self, entry: Entry, split: str) -> None:
+    def __init__(self, entry: Entry, split: str, base_dir: Optional[str] = None) -> None:
         image_col = entry.columns.image
         super().__init__(columns={image_col: 'images'} if image_col != 'images' else None)
         self.entry = entry
         self.split = split
+        # Local sources (jsonl + image files) store image paths relative to their folder.
+        self.base_dir = base_dir
         self.mode = bad_rows_mode()
         self._fatal: Optional[DataError] = None
 
@@ -105,6 +107,8 @@ class RowConverter(RowPreprocessor):
         payload = image_payload(row.get('images'))
         if payload is None:
             raise DataError(f'{where}: the row has no image in column {cols.image!r}')
+        if isinstance(payload, str) and self.base_dir and not os.path.isabs(payload):
+            payload = os.path.join(self.base_dir, payload)
         image = decode_to_rgb(payload, where)
 
         answer = row.get(cols.answer)

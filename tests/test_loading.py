@@ -111,3 +111,33 @@ def test_local_only_entry_without_its_folder_says_how_to_prepare(tmp_path):
         resolve_source(entry, use_hf=False)
     (tmp_path / 'not-prepared-yet').mkdir()
     assert resolve_source(entry, use_hf=False).kind == 'local'
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_local_jsonl_source_with_relative_image_paths(tmp_path, monkeypatch):
+    """A prepared folder (data/<split>.jsonl + image files) registered from a user registry folder."""
+    import json
+    prepared = tmp_path / 'prepared'
+    (prepared / 'data').mkdir(parents=True)
+    (prepared / 'images').mkdir()
+    rows = []
+    for i, label in enumerate(['tumor', 'normal', 'tumor']):
+        Image.new('RGB', (40 + i, 30), (200, 10 * i, 10)).save(prepared / 'images' / f'{i}.png')
+        rows.append({'image': f'images/{i}.png', 'label': label})
+    (prepared / 'data' / 'test.jsonl').write_text('\n'.join(json.dumps(r) for r in rows))
+    reg = tmp_path / 'registry'
+    reg.mkdir()
+    (reg / 'tissue.yaml').write_text(
+        'name: tissue\ntitle: Tissue\nmodality: pathology\ntask: {kind: classification}\nmetric: accuracy\n'
+        'sources: {local: ../prepared}\nsplits: {test: {hub_split: test, rows: 3}}\ndefault_split: test\n'
+        'columns: {image: image, question: null, answer: label}\nlabels: [tumor, normal]\n'
+        'prompt: {question: "Which tissue is this? Answer with one of: {labels}."}\n'
+        'native_size: {width: 40, height: 30}\nlicense: x\ncitation: y\n')
+    monkeypatch.setenv('MEDRES_REGISTRY', str(reg))
+    from swift_plugins.register import register_datasets
+    register_datasets()
+    ds = load('medres/tissue:test')
+    assert [r['messages'][2]['content'] for r in ds] == ['tumor', 'normal', 'tumor']
+    assert ds[0]['messages'][1]['content'] == '<image>Which tissue is this? Answer with one of: tumor, normal.'
+    assert ds[1]['images'][0]['path'] == str(prepared.resolve() / 'images' / '1.png')
+    assert ds[1]['chat_template_kwargs']['medres']['width'] == 41
