@@ -15,6 +15,12 @@ from typing import Optional
 from .registry import Entry, RegistryError
 
 LOCAL_SOURCES_ENV = 'MEDRES_LOCAL_SOURCES'
+DATA_HOME_ENV = 'MEDRES_DATA_HOME'
+
+
+def data_home() -> Path:
+    """Where medres keeps prepared datasets by default (`$MEDRES_DATA_HOME`, else ~/.cache/medres)."""
+    return Path(os.environ.get(DATA_HOME_ENV) or Path.home() / '.cache' / 'medres')
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,9 @@ class Source:
 def _entry_local(entry: Entry) -> Optional[Path]:
     if not entry.sources.local:
         return None
-    p = Path(os.path.expandvars(os.path.expanduser(entry.sources.local)))
+    # `${MEDRES_DATA_HOME}` in an entry means the default data home when the variable is unset.
+    raw = entry.sources.local.replace('${' + DATA_HOME_ENV + '}', str(data_home()))
+    p = Path(os.path.expandvars(os.path.expanduser(raw)))
     if not p.is_absolute() and entry.path:
         p = Path(entry.path).parent / p
     return p

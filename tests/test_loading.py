@@ -141,3 +141,25 @@ def test_local_jsonl_source_with_relative_image_paths(tmp_path, monkeypatch):
     assert ds[0]['messages'][1]['content'] == '<image>Which tissue is this? Answer with one of: tumor, normal.'
     assert ds[1]['images'][0]['path'] == str(prepared.resolve() / 'images' / '1.png')
     assert ds[1]['chat_template_kwargs']['medres']['width'] == 41
+
+
+def test_data_home_placeholder_in_local_source(tmp_path, monkeypatch):
+    from swift_plugins.registry import load_entry
+    text = open(get_entry('vqa-rad').path).read()
+    text = text.replace('  hf: flaviagiammarino/vqa-rad', '  local: ${MEDRES_DATA_HOME}/prepared/mine').replace(
+        'name: vqa-rad', 'name: mine')
+    (tmp_path / 'mine.yaml').write_text(text)
+    entry = load_entry(tmp_path / 'mine.yaml')
+    (tmp_path / 'home' / 'prepared' / 'mine').mkdir(parents=True)
+    monkeypatch.setenv('MEDRES_DATA_HOME', str(tmp_path / 'home'))
+    assert resolve_source(entry, use_hf=False).dataset_id == str(tmp_path / 'home' / 'prepared' / 'mine')
+    monkeypatch.delenv('MEDRES_DATA_HOME')
+    monkeypatch.setenv('HOME', str(tmp_path / 'user'))
+    with pytest.raises(RegistryError, match=r'user/\.cache/medres/prepared/mine does not exist'):
+        resolve_source(entry, use_hf=False)
+
+
+def test_image_key_identifies_shared_images():
+    from swift_plugins.rows import image_key
+    assert image_key(b'abc') == image_key(b'abc') != image_key(b'abd')
+    assert image_key('/x/y.png') == image_key('/x/../x/y.png')
