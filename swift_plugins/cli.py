@@ -46,6 +46,45 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _policies(args):
+    """The policies `medres tokens` reports: the one asked for, or native / low / mixed side by side."""
+    from dataclasses import replace
+
+    from .resolution import ResolutionPolicy
+    base = ResolutionPolicy.from_env() or ResolutionPolicy(mode='native')
+    overrides = {k: v for k, v in {
+        'low_pixels': args.low_pixels, 'low_scale': args.low_scale, 'native_max_pixels': args.native_max_pixels,
+        'mix_ratio': args.mix_ratio, 'seed': args.seed, 'balance': args.balance,
+        'upsample_from_low': args.upsample_from_low or None}.items() if v is not None}
+    base = replace(base, **overrides)
+    modes = [args.resolution] if args.resolution else ['native', 'low', 'mixed']
+    return [replace(base, mode=m) for m in modes]
+
+
+def cmd_tokens(args) -> int:
+    from .families import get_family
+    from .tokens import fmt_ratio, humanize, jsonl_split_sizes, load_registry_sizes, policy_costs
+
+    family = get_family(args.family)
+    if not (args.dataset or args.jsonl):
+        raise SystemExit('medres tokens: give --dataset NAME[:SPLIT] and/or --jsonl FILE')
+    splits = load_registry_sizes(args.dataset) + [jsonl_split_sizes(Path(p)) for p in args.jsonl]
+    rows = [(policy, c) for policy in _policies(args) for c in policy_costs(splits, family, policy)]
+    if args.json:
+        print(json.dumps([{'policy': p.describe(), 'mode': p.mode, 'family': family.name, **c.as_dict()}
+                          for p, c in rows], indent=2))
+        return 0
+    table = Table(title=f'visual tokens per image, {family.name}')
+    for col in ('dataset:split', 'policy', 'images', 'low', 'mean', 'p95', 'max', 'tokens/epoch', 'vs native'):
+        table.add_column(col, justify='left' if col in ('dataset:split', 'policy') else 'right')
+    for p, c in rows:
+        table.add_row(f'{c.dataset}:{c.split}', p.mode, f'{c.images:,}', f'{c.low_images:,}', f'{c.mean_tokens:,.0f}',
+                      f'{c.p95_tokens:,.0f}', f'{c.max_tokens:,}', humanize(c.total_tokens), fmt_ratio(c.cost_vs_native))
+    console.print(table)
+    console.print('policy: ' + '; '.join(sorted({p.describe() for p, _ in rows})), highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='medres', description=__doc__)
     p.add_argument('--registry', action='append', default=[], metavar='DIR',
@@ -58,6 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser('plugin-path', help='print the ms-swift plugin file for --external_plugins')
     pp.set_defaults(func=cmd_plugin_path)
+
+    tk = sub.add_parser('tokens', help='visual tokens and relative compute of a resolution policy, per split')
+    tk.add_argument('--dataset', action='append', default=[], metavar='NAME[:SPLIT[/SPLIT]]',
+                    help='registry dataset (repeatable; in the order a run loads them)')
+    tk.add_argument('--jsonl', action='append', default=[], metavar='FILE', help='ms-swift jsonl with images')
+    tk.add_argument('--family', default='qwen2_vl', help='qwen2_vl | internvl | llava_onevision (or a template type)')
+    tk.add_argument('--resolution', choices=['native', 'low', 'mixed'],
+                    help='one policy (default: all three side by side; MEDRES_* variables give the defaults)')
+    tk.add_argument('--low-pixels', type=int)
+    tk.add_argument('--low-scale', type=float)
+    tk.add_argument('--native-max-pixels', type=int)
+    tk.add_argument('--mix-ratio', type=float)
+    tk.add_argument('--seed', type=int)
+    tk.add_argument('--balance', choices=['modality', 'dataset', 'none'])
+    tk.add_argument('--upsample-from-low', action='store_true')
+    tk.add_argument('--json', action='store_true')
+    tk.set_defaults(func=cmd_tokens)
 
     demo = sub.add_parser('demo', help='offline tiny end-to-end: train at native and low resolution, infer')
     demo.add_argument('--workdir', default='medres-demo', help='where models, data and outputs go')

@@ -22,7 +22,7 @@ from .swift_run import OFFLINE_ENV, last_checkpoint, run_swift
 console = Console()
 
 # Fixture images are ~112x112 (16 visual tokens); the demo's low budget keeps a quarter of the pixels.
-DEMO_LOW_MAX_PIXELS = 56 * 56
+DEMO_LOW_PIXELS = 64 * 64
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ArmResult:
     predictions: Path
     rows: int
     final_loss: float
+    mean_visual_tokens: float
     train_log: Path
     infer_log: Path
 
@@ -57,19 +58,25 @@ def final_train_loss(output_dir: Path) -> float:
     return losses[-1]
 
 
-def run_arm(arm: str, workdir: Path, model_dir: Path, env: dict[str, str], resolution_args: list[str],
-            max_steps: int) -> ArmResult:
+def run_arm(arm: str, workdir: Path, model_dir: Path, env: dict[str, str], max_steps: int) -> ArmResult:
     out = workdir / 'runs' / arm
-    run_swift('sft', tiny_sft_args(model_dir, 'medres/vqa-rad', out / 'train', max_steps=max_steps)
-              + resolution_args, env=env, log_path=out / 'sft.log', title=f'swift sft ({arm} resolution)')
+    tokens_log = out / 'visual_tokens.jsonl'
+    for stale in (tokens_log, out / 'predictions' / 'vqa-rad-test.jsonl'):
+        if stale.exists():
+            stale.unlink()  # ms-swift and the token log append to existing files
+    env = {**env, 'MEDRES_RESOLUTION': arm, 'MEDRES_LOW_PIXELS': str(DEMO_LOW_PIXELS),
+           'MEDRES_TOKEN_LOG': str(tokens_log)}
+    run_swift('sft', tiny_sft_args(model_dir, 'medres/vqa-rad', out / 'train', max_steps=max_steps),
+              env=env, log_path=out / 'sft.log', title=f'swift sft ({arm} resolution)')
     ckpt = last_checkpoint(out / 'train')
     preds = out / 'predictions' / 'vqa-rad-test.jsonl'
-    if preds.exists():
-        preds.unlink()  # ms-swift appends to an existing result file
-    run_swift('infer', tiny_infer_args(ckpt, 'medres/vqa-rad:test', preds) + resolution_args,
+    run_swift('infer', tiny_infer_args(ckpt, 'medres/vqa-rad:test', preds),
               env=env, log_path=out / 'infer.log', title=f'swift infer ({arm} resolution)')
     rows = sum(1 for line in preds.read_text().splitlines() if line.strip())
-    return ArmResult(arm, ckpt, preds, rows, final_train_loss(out / 'train'), out / 'sft.log', out / 'infer.log')
+    infer_tokens = [json.loads(line)['actual_tokens'] for line in tokens_log.read_text().splitlines()
+                    if not json.loads(line)['training']]
+    return ArmResult(arm, ckpt, preds, rows, final_train_loss(out / 'train'),
+                     sum(infer_tokens) / len(infer_tokens), out / 'sft.log', out / 'infer.log')
 
 
 def run_demo(workdir: Path, max_steps: int = 4) -> list[ArmResult]:
@@ -78,16 +85,17 @@ def run_demo(workdir: Path, max_steps: int = 4) -> list[ArmResult]:
     model_dir = build_tiny_qwen2_vl(workdir / 'models' / 'tiny-qwen2-vl')
     sources = build_local_sources(workdir / 'sources', names=['vqa-rad'])
     env = demo_env(workdir, sources)
-    arms = {'native': [], 'low': ['--max_pixels', str(DEMO_LOW_MAX_PIXELS)]}
-    results = [run_arm(arm, workdir, model_dir, env, args, max_steps) for arm, args in arms.items()]
+    results = [run_arm(arm, workdir, model_dir, env, max_steps) for arm in ('native', 'low')]
 
     table = Table(title='medres demo: where the outputs went')
-    for col in ('arm', 'final loss', 'checkpoint', 'predictions (rows)'):
-        table.add_column(col)
+    for col in ('resolution', 'final loss', 'visual tokens / image', 'checkpoint', 'predictions (rows)'):
+        table.add_column(col, overflow='fold')
     for r in results:
-        table.add_row(r.arm, f'{r.final_loss:.3f}', str(r.checkpoint), f'{r.predictions} ({r.rows})')
+        table.add_row(r.arm, f'{r.final_loss:.3f}', f'{r.mean_visual_tokens:.1f}', str(r.checkpoint),
+                      f'{r.predictions} ({r.rows})')
     console.print(table)
-    console.print(f'logs: {workdir / "runs"}/<arm>/{{sft,infer}}.log')
+    console.print(f'logs: {workdir / "runs"}/<resolution>/{{sft,infer}}.log, per-sample visual tokens in '
+                  f'{workdir / "runs"}/<resolution>/visual_tokens.jsonl')
     for r in results:
         if not math.isfinite(r.final_loss):
             raise RuntimeError(f'{r.arm}: training loss is not finite ({r.final_loss})')

@@ -1,4 +1,4 @@
-"""Register every registry entry with ms-swift as `medres/<name>`."""
+"""What the plugin registers with ms-swift: datasets, resolution-aware templates, the epoch callback."""
 from __future__ import annotations
 
 from typing import Optional
@@ -30,3 +30,18 @@ def register_datasets(extra: Optional[list] = None) -> list[str]:
         register_dataset(dataset_meta(entry), exist_ok=True)
         names.append(entry.registered_name)
     return names
+
+
+def register_callbacks() -> None:
+    from swift.callbacks import callbacks_map
+
+    from .epoch import CALLBACK_NAME, MedresEpochCallback
+    callbacks_map[CALLBACK_NAME] = MedresEpochCallback
+
+
+def register_all() -> None:
+    from .templates import register_templates
+
+    register_datasets()
+    register_templates()
+    register_callbacks()

@@ -15,7 +15,9 @@ from swift.dataset import RowPreprocessor
 from swift.utils import get_logger
 
 from .images import decode_to_rgb, image_payload
+from .mixing import mix_slots
 from .registry import Entry, RegistryError
+from .resolution import ResolutionPolicy
 
 logger = get_logger()
 
@@ -71,6 +73,24 @@ class RowConverter(RowPreprocessor):
         self.base_dir = base_dir
         self.mode = bad_rows_mode()
         self._fatal: Optional[DataError] = None
+        self.mix: Optional[list[tuple[int, int, int]]] = None
+
+    def _assign_mix(self, dataset) -> None:
+        """Mixed resolution: give each row its balanced slot now that the whole split is visible."""
+        from datasets import Dataset
+        policy = ResolutionPolicy.from_env()
+        if policy is None or policy.mode != 'mixed' or policy.balance == 'none':
+            return
+        if not isinstance(dataset, Dataset):
+            logger.warning(f'medres: {self.entry.registered_name} is streamed, so its mixed-resolution draw '
+                           'cannot be balanced; drawing each row independently (MEDRES_MIX_BALANCE=none)')
+            return
+        group_key = self.entry.modality if policy.balance == 'modality' else self.entry.name
+        ids = [sample_id(self.entry.name, self.split, i) for i in range(len(dataset))]
+        slots = mix_slots(ids, seed=policy.seed, p=policy.mix_ratio,
+                          group=(policy.balance, group_key, self.split, policy.seed, policy.mix_ratio),
+                          member=f'{self.entry.name}/{self.split}')
+        self.mix = [(s.pos, s.n, s.k) for s in slots]
 
     def _check_columns(self, dataset) -> None:
         features = dataset.features if dataset.features is not None else dataset._resolve_features().features
@@ -86,6 +106,7 @@ class RowConverter(RowPreprocessor):
     def __call__(self, dataset, **kwargs):
         dataset = with_row_index(dataset)
         self._check_columns(dataset)
+        self._assign_mix(dataset)
         return super().__call__(dataset, **kwargs)
 
     def batched_preprocess(self, batched_row: dict[str, Any], *, strict: bool,
@@ -130,6 +151,21 @@ class RowConverter(RowPreprocessor):
                 raise DataError(f'{where}: answer {answer!r} is not among its choices {choices}')
         question = str(row.get(cols.question) or '') if cols.question else ''
 
+        meta = {
+            'id': sample_id(entry.name, self.split, index),
+            'dataset': entry.name,
+            'split': self.split,
+            'index': index,
+            'modality': entry.modality,
+            'width': image.width,
+            'height': image.height,
+            'source_mode': image.source_mode,
+            # Questions sharing an image are not independent: CIs cluster on this.
+            'image_key': image_key(payload),
+        }
+        if self.mix is not None:
+            pos, n, k = self.mix[index]
+            meta['mix'] = {'pos': pos, 'n': n, 'k': k}
         payload_key = 'bytes' if isinstance(image.payload, bytes) else 'path'
         return {
             'messages': [
@@ -140,16 +176,5 @@ class RowConverter(RowPreprocessor):
             'images': [{'bytes': None, 'path': None, payload_key: image.payload}],
             # The only per-row field ms-swift carries from dataset to template and into
             # `swift infer`'s result jsonl; the resolution policy and the scorer read it.
-            'chat_template_kwargs': {'medres': {
-                'id': sample_id(entry.name, self.split, index),
-                'dataset': entry.name,
-                'split': self.split,
-                'index': index,
-                'modality': entry.modality,
-                'width': image.width,
-                'height': image.height,
-                'source_mode': image.source_mode,
-                # Questions sharing an image are not independent: CIs cluster on this.
-                'image_key': image_key(payload),
-            }},
+            'chat_template_kwargs': {'medres': meta},
         }

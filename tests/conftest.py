@@ -50,3 +50,27 @@ def swift_registered():
 
     from swift_plugins.swift_run import PLUGIN_PATH
     return import_external_file(str(PLUGIN_PATH))
+
+
+@pytest.fixture(scope='session')
+def tiny_internvl(session_dir) -> Path:
+    from swift_plugins.fixtures.tiny_families import build_tiny_internvl
+    return build_tiny_internvl(session_dir / 'models' / 'tiny-internvl')
+
+
+@pytest.fixture(scope='session')
+def tiny_llava_onevision(session_dir) -> Path:
+    from swift_plugins.fixtures.tiny_families import build_tiny_llava_onevision
+    return build_tiny_llava_onevision(session_dir / 'models' / 'tiny-llava-onevision')
+
+
+@pytest.fixture(autouse=True)
+def clean_policy_env(monkeypatch):
+    """Each test starts with no resolution policy and an empty per-process quota book."""
+    import swift_plugins.mixing as mixing
+    for key in list(os.environ):
+        if key.startswith('MEDRES_') and key not in ('MEDRES_LOCAL_SOURCES', 'MEDRES_REGISTRY'):
+            monkeypatch.delenv(key)
+    mixing.QUOTAS.clear()
+    yield
+    mixing.QUOTAS.clear()

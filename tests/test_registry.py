@@ -126,4 +126,4 @@ def test_cli_plugin_path_points_at_the_plugin_file():
     out = _medres('plugin-path')
     path = out.stdout.strip()
     assert out.returncode == 0 and path.endswith('medres_plugin.py')
-    assert 'register_datasets()' in open(path).read()
+    assert 'register_all()' in open(path).read()

@@ -3,9 +3,10 @@
     swift sft   --external_plugins "$(medres plugin-path)" --dataset medres/vqa-rad ...
     swift infer --external_plugins "$(medres plugin-path)" --val_dataset medres/vqa-rad:test ...
 
-It only registers; everything it registers lives in the `swift_plugins` package. It sits alone
-in its folder because ms-swift puts a plugin's folder at the front of `sys.path`.
+It only registers (the `medres/<name>` datasets, resolution-aware templates for the supported
+model families, the `medres_epoch` callback); everything lives in the `swift_plugins` package.
+It sits alone in its folder because ms-swift puts a plugin's folder at the front of `sys.path`.
 """
-from swift_plugins.register import register_datasets
+from swift_plugins.register import register_all
 
-register_datasets()
+register_all()

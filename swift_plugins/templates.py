@@ -1,0 +1,191 @@
+"""ms-swift templates that apply the resolution policy per sample and check the token count.
+
+`register_templates()` re-registers the stock template types of each supported family
+(qwen2_vl, internvl2_5, internvl_hf, llava_onevision_hf, ...) with a subclass that, when
+`MEDRES_RESOLUTION` is set, resizes each image once with the policy's filter to a size the
+family's processor keeps, sets the family's knob so the processor does not resize again, and
+after encoding compares the visual tokens actually produced with the policy's prediction: a
+mismatch (an image resized twice, a knob ignored) raises instead of training on something else.
+With `MEDRES_RESOLUTION` unset the subclass behaves exactly like the stock template.
+`MEDRES_TOKEN_LOG=<file>` appends one JSON line per encoded sample (id, decision, sizes,
+predicted and actual tokens).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from copy import copy
+from typing import Any, Optional
+
+from PIL import Image
+from swift.utils import get_logger
+
+from .epoch import CALLBACK_NAME, callback_active, current_epoch
+from .families import TEMPLATE_FAMILY, Family, InternVL, LlavaOneVision, Qwen2VL
+from .mixing import MixSlot
+from .resolution import PolicyError, ResolutionPolicy
+
+logger = get_logger()
+
+TOKEN_LOG_ENV = 'MEDRES_TOKEN_LOG'
+_ENGINE_MODES = {'vllm', 'lmdeploy', 'sglang'}
+
+
+class TokenMismatchError(RuntimeError):
+    """The template produced a different number of visual tokens than the policy planned."""
+
+
+def family_for_template(template) -> Family:
+    """The family of a template instance, with unit sizes read from its processor."""
+    cls = TEMPLATE_FAMILY[template.template_meta.template_type]
+    ip = getattr(template.processor, 'image_processor', None)
+    if cls is Qwen2VL:
+        return Qwen2VL(patch_size=getattr(ip, 'patch_size', 14), merge_size=getattr(ip, 'merge_size', 2))
+    if cls is InternVL:
+        if hasattr(template, 'max_num'):  # remote-code InternVL2.5: ms-swift's own tiling
+            tile = template.input_size
+            return InternVL(tile=tile, tokens_per_tile=int((tile // 14) ** 2 * 0.25))
+        size = getattr(ip, 'size', None) or {}
+        tile = size.get('height', 448) if isinstance(size, dict) else 448
+        return InternVL(tile=tile, tokens_per_tile=getattr(template.processor, 'image_seq_length', 256))
+    if cls is LlavaOneVision:
+        proc = template.processor
+        crop = (getattr(ip, 'size', None) or {}).get('height', 384)
+        tokens = getattr(proc, 'num_image_tokens', 729)
+        max_patches = int(str(getattr(proc, 'vision_aspect_ratio', 'anyres_max_9')).replace('anyres_max_', ''))
+        pinpoints = getattr(ip, 'image_grid_pinpoints', None) or LlavaOneVision().pinpoints
+        return LlavaOneVision(crop=crop, tokens_per_side=int(round(tokens ** 0.5)), max_num_patches=max_patches,
+                              pinpoints=[list(p) for p in pinpoints])
+    return cls()
+
+
+class ResolutionTemplateMixin:
+    """Mixed into a stock template class; see the module docstring."""
+
+    def init_env_args(self):
+        super().init_env_args()
+        self.medres_policy = ResolutionPolicy.from_env()
+        self.medres_token_log = os.environ.get(TOKEN_LOG_ENV) or None
+        self._medres_family: Optional[Family] = None
+        self._medres_warned = False
+
+    @property
+    def medres_family(self) -> Family:
+        if self._medres_family is None:
+            self._medres_family = family_for_template(self)
+        return self._medres_family
+
+    def _medres_epoch(self, policy: ResolutionPolicy) -> int:
+        if not (policy.redraw and self.is_training):
+            return 0
+        if not callback_active():
+            raise PolicyError(f'MEDRES_MIX_REDRAW=1 needs the epoch callback: add `--callbacks {CALLBACK_NAME}`')
+        return current_epoch()
+
+    def _preprocess_inputs(self, inputs) -> None:
+        super()._preprocess_inputs(inputs)
+        inputs.medres_plans = None
+        policy = self.medres_policy
+        if policy is None or not inputs.images:
+            return
+        if self.max_pixels is not None:
+            raise PolicyError('--max_pixels (MAX_PIXELS) pre-shrinks every image and would override '
+                              'MEDRES_RESOLUTION: unset one of them')
+        meta = (inputs.chat_template_kwargs or {}).get('medres') or {}
+        slot = MixSlot(**meta['mix']) if meta.get('mix') else None
+        if policy.mode == 'mixed' and policy.balance != 'none' and slot is None and not self._medres_warned:
+            self._medres_warned = True
+            logger.warning('medres: rows without a balanced mix slot (not from a medres registry dataset, or '
+                           'streamed) are drawn independently at the mix ratio, without balance')
+        decision = policy.decide(meta.get('id'), slot, self._medres_epoch(policy))
+        plans = []
+        for i, image in enumerate(inputs.images):
+            if not isinstance(image, Image.Image):
+                image = self._load_image(image, True)
+            inputs.images[i], plan = policy.apply(image, decision, self.medres_family)
+            plans.append(plan)
+        inputs.medres_plans = plans
+        inputs.medres_meta = meta
+
+    @contextmanager
+    def _medres_knobs(self, inputs):
+        plans = getattr(inputs, 'medres_plans', None)
+        if not plans:
+            yield
+            return
+        knobs = self.medres_family.knobs([p.size for p in plans])
+        if isinstance(self.medres_family, Qwen2VL):
+            inputs.chat_template_kwargs = {**(inputs.chat_template_kwargs or {}), **knobs}
+            yield
+            return
+        if isinstance(self.medres_family, InternVL):
+            # Remote-code templates read self.max_num; the transformers-native one its processor's max_patches.
+            target, attr = (self, 'max_num') if hasattr(self, 'max_num') else (self.processor.image_processor,
+                                                                                  'max_patches')
+            old = getattr(target, attr)
+            setattr(target, attr, knobs['max_num'])
+            try:
+                yield
+            finally:
+                setattr(target, attr, old)
+            return
+        yield
+
+    def _encode(self, inputs) -> dict[str, Any]:
+        with self._medres_knobs(inputs):
+            encoded = super()._encode(inputs)
+        plans = getattr(inputs, 'medres_plans', None)
+        if plans:
+            self._medres_check(inputs, plans, encoded)
+        return encoded
+
+    def _medres_check(self, inputs, plans, encoded) -> None:
+        family = self.medres_family
+        predicted = sum(p.tokens for p in plans)
+        actual = None
+        if self.mode not in _ENGINE_MODES:
+            token_id = self.tokenizer.convert_tokens_to_ids(family.image_token)
+            actual = sum(1 for t in encoded['input_ids'] if t == token_id)
+        meta = getattr(inputs, 'medres_meta', {}) or {}
+        if self.medres_token_log:
+            record = {'id': meta.get('id'), 'dataset': meta.get('dataset'), 'split': meta.get('split'),
+                      'template': self.template_meta.template_type, 'family': family.name,
+                      'mode': self.mode, 'training': bool(self.is_training), 'policy': self.medres_policy.mode,
+                      'decision': plans[0].decision, 'source': [list(p.source) for p in plans],
+                      'size': [list(p.size) for p in plans], 'predicted_tokens': predicted, 'actual_tokens': actual}
+            with open(self.medres_token_log, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+        if actual is not None and actual != predicted:
+            raise TokenMismatchError(
+                f'{meta.get("id", "sample")}: {family.name} template produced {actual} visual tokens, the '
+                f'resolution policy planned {predicted} for sizes {[p.size for p in plans]}: the image was '
+                f'resized again after the policy, so the run would not be at the resolution it claims')
+
+
+def _subclass(base: type) -> type:
+    name = f'Medres{base.__name__}'
+    module = sys.modules[__name__]
+    cls = getattr(module, name, None)
+    if cls is None:
+        cls = type(name, (ResolutionTemplateMixin, base), {'__module__': __name__})
+        setattr(module, name, cls)  # importable by name, so templates pickle into worker processes
+    return cls
+
+
+def register_templates() -> list[str]:
+    """Wrap every installed template type of the supported families; idempotent."""
+    from swift.template import TEMPLATE_MAPPING, register_template
+
+    done = []
+    for template_type in TEMPLATE_FAMILY:
+        meta = TEMPLATE_MAPPING.get(template_type)
+        if meta is None:
+            continue
+        if not issubclass(meta.template_cls, ResolutionTemplateMixin):
+            new_meta = copy(meta)
+            new_meta.template_cls = _subclass(meta.template_cls)
+            register_template(new_meta, exist_ok=True)
+        done.append(template_type)
+    return done

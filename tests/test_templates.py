@@ -1,0 +1,135 @@
+"""Per family: the visual tokens the real ms-swift template produces equal the policy's prediction."""
+import functools
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from swift_plugins.families import Qwen2VL
+from swift_plugins.resolution import PolicyError, ResolutionPolicy
+from swift_plugins.templates import TokenMismatchError
+
+SIZES = [(1000, 700), (300, 200), (90, 60), (400, 900)]
+
+
+def png(w, h):
+    buf = io.BytesIO()
+    Image.effect_noise((w, h), 60).convert('RGB').save(buf, 'PNG')
+    return buf.getvalue()
+
+
+def row(w, h, i=0):
+    return {'messages': [{'role': 'user', 'content': '<image>What is shown?'}, {'role': 'assistant', 'content': 'yes'}],
+            'images': [{'bytes': png(w, h), 'path': None}],
+            'chat_template_kwargs': {'medres': {'id': f'fx/test/{i}', 'dataset': 'fx', 'split': 'test'}}}
+
+
+@functools.lru_cache(maxsize=None)
+def processor(model_dir, model_type, template_type):
+    from swift.model import get_processor
+    proc = get_processor(str(model_dir), model_type=model_type)
+    if template_type == 'internvl2_5':  # remote-code InternVL: its processor is the tokenizer
+        tok = proc.tokenizer
+        tok.model_info, tok.model_meta = proc.model_info, proc.model_meta
+        proc = tok
+    return proc
+
+
+def template(model_dir, model_type, template_type, **kwargs):
+    """A fresh template (it reads MEDRES_* when built) around a cached processor."""
+    from swift.template import get_template
+    return get_template(processor(model_dir, model_type, template_type), template_type=template_type, **kwargs)
+
+
+FAMILIES = {
+    'qwen2_vl': ('tiny_qwen2_vl', 'qwen2_vl', '<|image_pad|>'),
+    'internvl_hf': ('tiny_internvl', 'internvl', '<IMG_CONTEXT>'),
+    'internvl2_5': ('tiny_internvl', 'internvl', '<IMG_CONTEXT>'),
+    'llava_onevision_hf': ('tiny_llava_onevision', 'llava_onevision_hf', '<image>'),
+}
+
+
+@pytest.mark.usefixtures('swift_registered')
+@pytest.mark.parametrize('template_type', sorted(FAMILIES))
+def test_predicted_tokens_equal_actual(template_type, request, tmp_path, monkeypatch):
+    fixture, model_type, token = FAMILIES[template_type]
+    model_dir = request.getfixturevalue(fixture)
+    log = tmp_path / 'tokens.jsonl'
+    monkeypatch.setenv('MEDRES_TOKEN_LOG', str(log))
+    counts = {}
+    for mode, extra in [('native', {}), ('low', {'MEDRES_LOW_PIXELS': '250000'}),
+                        ('low', {'MEDRES_LOW_PIXELS': '250000', 'MEDRES_UPSAMPLE_FROM_LOW': '1',
+                                 'MEDRES_FILTER': 'bicubic'})]:
+        monkeypatch.setenv('MEDRES_RESOLUTION', mode)
+        for k, v in extra.items():
+            monkeypatch.setenv(k, v)
+        t = template(model_dir, model_type, template_type)
+        token_id = t.tokenizer.convert_tokens_to_ids(token)
+        for i, (w, h) in enumerate(SIZES):
+            encoded = t.encode(row(w, h, i))
+            actual = sum(1 for x in encoded['input_ids'] if x == token_id)
+            family = t.medres_family
+            policy = ResolutionPolicy.from_env()
+            assert actual == policy.plan(w, h, mode, family).tokens
+            counts[(mode, bool(extra.get('MEDRES_UPSAMPLE_FROM_LOW')), w, h)] = actual
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) == 3 * len(SIZES)
+    assert all(r['predicted_tokens'] == r['actual_tokens'] for r in records)
+    # Low costs fewer tokens than native on the large image; upsampled-from-low costs native's.
+    assert counts[('low', False, 1000, 700)] < counts[('native', False, 1000, 700)]
+    assert counts[('low', True, 1000, 700)] == counts[('native', False, 1000, 700)]
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_without_a_policy_the_template_is_stock(tiny_qwen2_vl):
+    t = template(tiny_qwen2_vl, 'qwen2_vl', 'qwen2_vl')
+    assert t.medres_policy is None
+    encoded = t.encode(row(300, 200))
+    # Stock Qwen2-VL rounds 300x200 to 308x196: 11x7 tokens (the policy would floor to 280x196).
+    assert encoded['image_grid_thw'].tolist() == [[1, 14, 22]]
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_a_second_resize_is_caught(tiny_qwen2_vl, monkeypatch):
+    monkeypatch.setenv('MEDRES_RESOLUTION', 'native')
+    # Simulate a knob that fails to hold the processor: it shrinks the image again after the policy.
+    monkeypatch.setattr(Qwen2VL, 'knobs', lambda self, sizes: {'max_pixels': 4 * 28 * 28})
+    t = template(tiny_qwen2_vl, 'qwen2_vl', 'qwen2_vl')
+    with pytest.raises(TokenMismatchError, match=r'fx/test/0: qwen2_vl template produced \d+ visual tokens'):
+        t.encode(row(300, 200))
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_global_max_pixels_conflicts_with_a_policy(tiny_qwen2_vl, monkeypatch):
+    monkeypatch.setenv('MEDRES_RESOLUTION', 'low')
+    t = template(tiny_qwen2_vl, 'qwen2_vl', 'qwen2_vl', max_pixels=50000)
+    with pytest.raises(PolicyError, match='--max_pixels'):
+        t.encode(row(300, 200))
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_mixed_decisions_follow_the_row_slot(tiny_qwen2_vl, monkeypatch, tmp_path):
+    monkeypatch.setenv('MEDRES_RESOLUTION', 'mixed')
+    monkeypatch.setenv('MEDRES_LOW_PIXELS', '3136')
+    monkeypatch.setenv('MEDRES_TOKEN_LOG', str(tmp_path / 'log.jsonl'))
+    t = template(tiny_qwen2_vl, 'qwen2_vl', 'qwen2_vl')
+    decisions = []
+    for pos in range(4):
+        r = row(300, 200, pos)
+        r['chat_template_kwargs']['medres']['mix'] = {'pos': pos, 'n': 4, 'k': 2}
+        t.encode(r)
+    decisions = [json.loads(line)['decision'] for line in (tmp_path / 'log.jsonl').read_text().splitlines()]
+    assert decisions == ['low', 'low', 'native', 'native']
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_redraw_needs_the_epoch_callback(tiny_qwen2_vl, monkeypatch):
+    monkeypatch.setenv('MEDRES_RESOLUTION', 'mixed')
+    monkeypatch.setenv('MEDRES_MIX_REDRAW', '1')
+    t = template(tiny_qwen2_vl, 'qwen2_vl', 'qwen2_vl')
+    t.set_mode('train')
+    r = row(300, 200)
+    r['chat_template_kwargs']['medres']['mix'] = {'pos': 0, 'n': 4, 'k': 2}
+    with pytest.raises(PolicyError, match='--callbacks medres_epoch'):
+        t.encode(r)
