@@ -146,6 +146,29 @@ def add_score_parser(sub) -> None:
     sc.set_defaults(func=cmd_score)
 
 
+def cmd_recipes(args) -> int:
+    from .recipes import build
+    stale = build(check=args.check)
+    if args.check:
+        for p in stale:
+            console.print(f'out of date: {p}', highlight=False)
+        return 1 if stale else 0
+    console.print(f'wrote the recipes ({len(stale)} changed)', highlight=False)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .launch import LaunchError, batch_plan, launch_command, launch_env, run
+    try:
+        plan = batch_plan(args.micro_batch, args.nproc_per_node, args.nnodes, args.global_batch)
+        env = launch_env(plan, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port)
+        cmd = launch_command(Path(args.recipe), plan, zero3=args.zero3, extra=args.swift_args)
+        return run(Path(args.recipe), plan, env, cmd, args.dry_run)
+    except LaunchError as e:
+        console.print(f'[red]medres train:[/red] {e}', highlight=False, soft_wrap=True)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='medres', description=__doc__)
     p.add_argument('--registry', action='append', default=[], metavar='DIR',
@@ -176,6 +199,26 @@ def build_parser() -> argparse.ArgumentParser:
     tk.add_argument('--json', action='store_true')
     tk.set_defaults(func=cmd_tokens)
 
+    rc = sub.add_parser('recipes', help='regenerate recipes/train and recipes/infer from recipes/src')
+    rc.add_argument('command', choices=['build'])
+    rc.add_argument('--check', action='store_true', help='write nothing; exit 1 if any recipe is out of date')
+    rc.set_defaults(func=cmd_recipes)
+
+    tr = sub.add_parser('train', help='launch a training recipe with the global batch of 128 done for you',
+                        usage='medres train RECIPE [options] [-- swift sft flags]',
+                        description='Everything after -- goes to swift sft unchanged.')
+    tr.add_argument('recipe', help='recipes/train/<model>-<tuning>-<resolution>.yaml')
+    tr.add_argument('--nproc-per-node', type=int, default=1, help='GPUs per node')
+    tr.add_argument('--nnodes', type=int, default=1)
+    tr.add_argument('--node-rank', type=int, default=0)
+    tr.add_argument('--master-addr', help='address of node 0 (multi-node)')
+    tr.add_argument('--master-port', type=int)
+    tr.add_argument('--micro-batch', type=int, default=1, help='per-GPU batch that fits in memory')
+    tr.add_argument('--global-batch', type=int, default=128, help='the paper uses 128')
+    tr.add_argument('--zero3', action='store_true', help='DeepSpeed ZeRO-3 instead of ZeRO-2 (e.g. the 7B)')
+    tr.add_argument('--dry-run', action='store_true', help='print the plan and the command, run nothing')
+    tr.set_defaults(func=cmd_train, swift_args=[])
+
     demo = sub.add_parser('demo', help='offline tiny end-to-end: train at native and low resolution, infer')
     demo.add_argument('--workdir', default='medres-demo', help='where models, data and outputs go')
     demo.add_argument('--max-steps', type=int, default=4)
@@ -186,7 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `--` is passed to swift unchanged (medres train).
+    passthrough = argv[argv.index('--') + 1:] if '--' in argv else []
+    argv = argv[:argv.index('--')] if '--' in argv else argv
     args = build_parser().parse_args(argv)
+    if passthrough:
+        if not hasattr(args, 'swift_args'):
+            raise SystemExit(f'medres {args.command}: does not take arguments after --')
+        args.swift_args = passthrough
     if args.registry:
         # Through the environment, so that the swift runs a command starts see the same registry.
         dirs = [os.environ.get(REGISTRY_ENV, '')] + [os.path.abspath(d) for d in args.registry]
