@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument('--workdir', default='medres-demo', help='where models, data and outputs go')
     demo.add_argument('--max-steps', type=int, default=4)
     demo.set_defaults(func=cmd_demo)
+
+    from .prepare import add_prepare_parser
+    add_prepare_parser(sub)
     return p
 
 

@@ -50,3 +50,11 @@ def swift_registered():
 
     from swift_plugins.swift_run import PLUGIN_PATH
     return import_external_file(str(PLUGIN_PATH))
+
+
+@pytest.fixture
+def data_home(tmp_path, monkeypatch) -> Path:
+    """MEDRES_DATA_HOME for one test: where `medres prepare` writes and registry entries look."""
+    home = tmp_path / 'medres-home'
+    monkeypatch.setenv('MEDRES_DATA_HOME', str(home))
+    return home
