@@ -225,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     add_score_parser(sub)
+    from .prepare import add_prepare_parser
+    add_prepare_parser(sub)
     return p
 
 

@@ -73,17 +73,29 @@ def open_image(data: Union[bytes, str, os.PathLike], where: str) -> Image.Image:
     return im
 
 
-def window_to_uint8(arr: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
-    """Linearly map [p_low, p_high] of the data to [0, 255]; constant images map to 0."""
+def percentile_window(arr: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES
+                      ) -> Optional[tuple[float, float]]:
+    """The raw values at the two percentiles of the finite data; None when there is none."""
     arr = np.asarray(arr, dtype=np.float64)
     finite = arr[np.isfinite(arr)]
     if finite.size == 0:
-        return np.zeros(arr.shape, dtype=np.uint8)
+        return None
     lo, hi = np.percentile(finite, percentiles)
-    if hi <= lo:
-        return np.zeros(arr.shape, dtype=np.uint8)
-    out = (np.nan_to_num(arr, nan=lo) - lo) * (255.0 / (hi - lo))
+    return float(lo), float(hi)
+
+
+def apply_window(arr: np.ndarray, window: Optional[tuple[float, float]]) -> np.ndarray:
+    """Linearly map raw values [lo, hi] to [0, 255]; an empty or flat window maps to 0."""
+    if window is None or window[1] <= window[0]:
+        return np.zeros(np.shape(arr), dtype=np.uint8)
+    lo, hi = window
+    out = (np.nan_to_num(np.asarray(arr, dtype=np.float64), nan=lo) - lo) * (255.0 / (hi - lo))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def window_to_uint8(arr: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES) -> np.ndarray:
+    """Linearly map [p_low, p_high] of the data to [0, 255]; constant images map to 0."""
+    return apply_window(arr, percentile_window(arr, percentiles))
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:

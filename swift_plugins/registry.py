@@ -25,6 +25,7 @@ Modality = Literal['radiology', 'pathology', 'microscopy', 'cytology', 'clinical
 TaskKind = Literal['closed_vqa', 'open_vqa', 'vqa', 'classification', 'multiple_choice']
 Metric = Literal['closed_accuracy', 'accuracy', 'token_recall', 'exact_match']
 PROMPT_FIELDS = {'question', 'labels', 'choices'}
+ChannelColor = Literal['red', 'green', 'blue', 'yellow', 'cyan', 'magenta', 'gray', 'none']
 
 
 class RegistryError(ValueError):
@@ -86,6 +87,18 @@ class NativeSize(_Strict):
     note: Optional[str] = None
 
 
+class Channel(_Strict):
+    """One stain of a multichannel source and the colour it gets in the RGB composite."""
+    name: str
+    # How the converter finds the stain: a file-name suffix or a metadata-table column.
+    source: str
+    # Its plane in a single multichannel file (multi-page TIFF, stacked array), when it has one.
+    index: Optional[int] = Field(default=None, ge=0)
+    # `none` documents a stain that is deliberately left out of the composite.
+    color: ChannelColor
+    weight: float = Field(default=1.0, gt=0)
+
+
 class Entry(_Strict):
     name: str = Field(pattern=r'^[a-z0-9][a-z0-9._-]*$')
     title: str
@@ -99,6 +112,8 @@ class Entry(_Strict):
     columns: Columns = Columns()
     prompt: Prompt = Prompt()
     labels: Optional[list[str]] = None
+    # Multichannel sources: the explicit stain-to-RGB mapping that `medres prepare` applies.
+    channels: Optional[list[Channel]] = None
     native_size: NativeSize
     license: str
     citation: str
@@ -122,6 +137,13 @@ class Entry(_Strict):
             raise ValueError('columns.choices: a multiple_choice task needs the column holding its options')
         if self.task.kind == 'vqa' and not self.task.closed_answers:
             raise ValueError('task.closed_answers: a vqa task (closed + open questions) needs the closed answer set')
+        if self.channels is not None:
+            for what in ('name', 'source'):
+                values = [getattr(c, what) for c in self.channels]
+                if len(set(values)) != len(values):
+                    raise ValueError(f'channels: duplicate channel {what}s {values}')
+            if all(c.color == 'none' for c in self.channels):
+                raise ValueError('channels: every channel has color none; the composite would be black')
         if '{labels}' in self.prompt.question and not self.labels:
             raise ValueError('prompt.question uses {labels} but the entry has no labels')
         return self

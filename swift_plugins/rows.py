@@ -57,7 +57,8 @@ def format_question(entry: Entry, question: str, choices: Optional[list[str]] = 
     return entry.prompt.question.format(
         question=question.strip(),
         labels=', '.join(entry.labels or []),
-        choices=', '.join(choices or []),
+        # One option per line: options contain commas ("positive, indicating residual cancer").
+        choices='\n'.join(choices or []),
     )
 
 

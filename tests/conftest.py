@@ -65,12 +65,26 @@ def tiny_llava_onevision(session_dir) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def clean_policy_env(monkeypatch):
-    """Each test starts with no resolution policy and an empty per-process quota book."""
+def isolated_env():
+    """Each test starts with the session's environment, no MEDRES_* settings and an empty quota book.
+
+    Restored by value, not with monkeypatch: `datasets.Dataset.map(num_proc=...)` rebinds
+    `os.environ` to a copy, so monkeypatch's undo would land on the old object and leak.
+    """
     import swift_plugins.mixing as mixing
-    for key in list(os.environ):
-        if key.startswith('MEDRES_') and key not in ('MEDRES_LOCAL_SOURCES', 'MEDRES_REGISTRY'):
-            monkeypatch.delenv(key)
+    saved = {k: v for k, v in os.environ.items() if not k.startswith('MEDRES_')}
+    for key in [k for k in os.environ if k.startswith('MEDRES_')]:
+        del os.environ[key]
     mixing.QUOTAS.clear()
     yield
+    os.environ.clear()
+    os.environ.update(saved)
     mixing.QUOTAS.clear()
+
+
+@pytest.fixture
+def data_home(tmp_path, monkeypatch) -> Path:
+    """MEDRES_DATA_HOME for one test: where `medres prepare` writes and registry entries look."""
+    home = tmp_path / 'medres-home'
+    monkeypatch.setenv('MEDRES_DATA_HOME', str(home))
+    return home

@@ -127,3 +127,35 @@ def test_cli_plugin_path_points_at_the_plugin_file():
     path = out.stdout.strip()
     assert out.returncode == 0 and path.endswith('medres_plugin.py')
     assert 'register_all()' in open(path).read()
+
+
+def test_prepared_entries_hold_the_paper_facts():
+    entries = load_registry()
+    table1 = {'subcellular': ('microscopy', 2048, 2048), 'compound': ('microscopy', 1280, 1024),
+              'cervical': ('cytology', 2048, 1536), 'wsi': ('pathology', 4000, 3000)}
+    for name, (modality, width, height) in table1.items():
+        e = entries[name]
+        assert (e.modality, e.native_size.width, e.native_size.height) == (modality, width, height)
+        assert e.sources.local == f'${{MEDRES_DATA_HOME}}/prepared/{name}' and not (e.sources.hf or e.sources.ms)
+        assert e.metric == 'accuracy' and e.homepage
+    assert len(entries['compound'].labels) == 13 and 'DMSO' in entries['compound'].labels
+    assert entries['cervical'].labels == ['NILM', 'LSIL', 'HSIL', 'SCC']
+    assert entries['cervical'].splits['test'].rows == 200 and entries['subcellular'].splits['test'].rows == 2000
+    assert {'U-2 OS', 'A-431', 'U-251 MG'} <= set(entries['subcellular'].labels)
+    assert entries['wsi'].task.kind == 'multiple_choice' and set(entries['wsi'].splits) == {'train', 'validation', 'test'}
+    assert [c.source for c in entries['compound'].channels] == ['Actin', 'Tubulin', 'DAPI']
+    assert [c.color for c in entries['subcellular'].channels] == ['red', 'green', 'blue', 'none']
+    for name in table1:
+        assert '{labels}' in entries[name].prompt.question or '{choices}' in entries[name].prompt.question
+
+
+def test_cli_datasets_lists_all_seven(monkeypatch):
+    # datasets' multi-process map swaps os.environ for a copy, so a user registry set by an
+    # earlier test can outlive its monkeypatch; this test is about the built-ins only.
+    monkeypatch.delenv('MEDRES_REGISTRY', raising=False)
+    out = _medres('datasets', '--json')
+    assert out.returncode == 0, out.stderr
+    assert {e['registered_as'] for e in json.loads(out.stdout)} == {
+        f'medres/{n}' for n in ('subcellular', 'compound', 'cervical', 'wsi', 'vqa-rad', 'path-vqa', 'slake')}
+    table = _medres('datasets')
+    assert '(7 entries)' in table.stdout and 'medres/wsi' in table.stdout and 'multiple_choice' in table.stdout

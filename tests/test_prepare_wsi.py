@@ -1,0 +1,115 @@
+"""`medres prepare wsi`: WSI-VQA json + pyramidal slides -> medres/wsi."""
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+import swift_plugins.prepare.wsi_vqa as wsi_vqa
+from swift_plugins.fixtures.raw_sources import WSI_LEVEL0, build_wsi_vqa, write_pyramid
+from swift_plugins.prepare import prepare
+from swift_plugins.prepare.common import PrepareError
+from swift_plugins.slides import _choose
+
+
+def load(spec):
+    from swift.dataset import load_dataset
+    return load_dataset(spec)[0]
+
+
+def rows(out, split):
+    return [json.loads(line) for line in (out / 'data' / f'{split}.jsonl').read_text().splitlines()]
+
+
+@pytest.fixture
+def raw(tmp_path):
+    root = tmp_path / 'wsi'
+    return root, build_wsi_vqa(root)
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_prepare_wsi_renders_each_slide_once_and_loads(raw, data_home, monkeypatch, capsys):
+    root, facts = raw
+    calls = []
+    real = wsi_vqa.render_slide
+    monkeypatch.setattr(wsi_vqa, 'render_slide', lambda path, *a, **k: calls.append(path.name) or real(path, *a, **k))
+    m = prepare('wsi', root, downsample=0.25, max_pixels=12_000_000)
+    out = data_home / 'prepared' / 'wsi'
+    split_rows = {s: rows(out, s) for s in ('train', 'validation', 'test')}
+    # Closed items only: train 2 cases x 2 (the open one, the off-choice one and the repeat excluded).
+    assert m['counts'] == {'train': 4, 'validation': 3, 'test': 2}
+    excluded = m['excluded']
+    assert excluded['answer_not_in_choices']['items'][0]['Answer'] == 'grade 3.'
+    assert excluded['open_question']['count'] == 4 and excluded['repeated_item']['count'] == 1
+    assert excluded['not_a_DX1_slide']['items'] == ['slides/TCGA-A1-A0SF-01A-01-TS1.0000.svs']
+    assert "excluded 1 item(s) whose Answer is not among their Choices" in capsys.readouterr().err
+    assert m['cases_in_more_than_one_split'] == ['TCGA-A1-A0SF']
+
+    # One render per case, every question of the case (in any split) points at it.
+    assert sorted(calls) == sorted(p.name for p in facts['slides'].values())
+    pngs = sorted(p.name for p in (out / 'images' / 'slides').iterdir())
+    assert pngs == sorted(f'{c}.png' for c in facts['slides'])
+    for split_list in split_rows.values():
+        for r in split_list:
+            assert r['image'] == f'images/slides/{r["case_id"]}.png' and r['answer'] in r['choices']
+    # Level 1 of a (1, 4, 16) pyramid is 0.25x of level 0, within the budget: taken as stored.
+    render = m['renders']['TCGA-A1-A0SF']
+    assert render['level'] == 1 and render['resized'] is False and render['questions'] == 3
+    assert Image.open(out / 'images/slides/TCGA-A1-A0SF.png').size == (WSI_LEVEL0[1] // 4, WSI_LEVEL0[0] // 4)
+    assert m['label_distribution']['test'] == {'A': 1, 'B': 1}
+
+    ds = load('medres/wsi:test')
+    user = ds[1]['messages'][1]['content']
+    assert user == ('<image>what is the result of her2/neu testing?\nOptions:\npositive\nnegative, equivocal\n'
+                    'not provided\nAnswer with one of the options, word for word.')
+    assert ds[1]['messages'][2]['content'] == 'negative, equivocal'
+
+
+def test_pixel_budget_resamples_from_the_next_level_up(raw, tmp_path):
+    root, _ = raw
+    m = prepare('wsi', root, tmp_path / 'out', downsample=0.25, max_pixels=5000)
+    render = m['renders']['TCGA-BH-A0BV']
+    w, h = render['render_size']
+    assert w * h <= 5000 and render['resized'] and render['level'] == 1   # 128x96 level, resampled down
+    assert abs(w / h - WSI_LEVEL0[1] / WSI_LEVEL0[0]) < 0.05
+    # Unit: nearest level in log scale; the coarsest level still large enough when over budget.
+    dims, ds = [(4000, 3000), (1000, 750), (250, 187)], [1.0, 4.0, 16.0]
+    assert _choose(dims, ds, 0.25, 10**7) == (1, (1000, 750), False)
+    assert _choose(dims, ds, 0.05, 10**7) == (2, (250, 187), False)
+    assert _choose(dims, ds, 0.25, 100_000) == (1, (365, 273), True)
+
+
+def _flat_slide(root, facts):
+    path = facts['slides']['TCGA-BH-A0BV']
+    tifffile.imwrite(path, np.zeros((64, 64, 3), np.uint8), photometric='rgb')
+    return 'case TCGA-BH-A0BV', r'not a pyramidal slide \(a single 64x64 level\)', 2
+
+
+def _corrupt_slide(root, facts):
+    path = facts['slides']['TCGA-BH-A0BV']
+    path.write_bytes(b'II*\x00' + b'\x00' * 64)
+    return 'case TCGA-BH-A0BV', 'unreadable slide', 2
+
+
+def _missing_slide(root, facts):
+    facts['slides']['TCGA-BH-A0BV'].unlink()
+    return 'case TCGA-BH-A0BV', 'slide file not found: no DX1 slide named TCGA-BH-A0BV', 2
+
+
+def _duplicate_slide(root, facts):
+    write_pyramid(root / 'slides' / 'TCGA-BH-A0BV-01Z-00-DX1.COPY.svs')
+    return 'case TCGA-BH-A0BV', 'duplicate id: 2 DX1 slides for this case', 2
+
+
+@pytest.mark.parametrize('breakage', [_flat_slide, _corrupt_slide, _missing_slide, _duplicate_slide])
+def test_bad_slides_error_or_skip(raw, tmp_path, breakage):
+    root, facts = raw
+    item, reason, questions = breakage(root, facts)
+    with pytest.raises(PrepareError, match=rf'wsi: {item}: .*{reason}'):
+        prepare('wsi', root, tmp_path / 'out', downsample=0.25, max_pixels=12_000_000)
+    assert not (tmp_path / 'out').exists()
+    m = prepare('wsi', root, tmp_path / 'out', on_error='skip', downsample=0.25, max_pixels=12_000_000)
+    assert m['skipped']['items'] == [{'item': item, 'reason': m['skipped']['items'][0]['reason'],
+                                      'questions': questions}]
+    assert 'test' not in m['counts'] and m['counts']['train'] == 4   # the test case's only slide is gone
