@@ -169,6 +169,80 @@ def cmd_train(args) -> int:
         return 2
 
 
+def _policy_overrides(args) -> dict[str, str]:
+    names = {'low_pixels': 'MEDRES_LOW_PIXELS', 'low_scale': 'MEDRES_LOW_SCALE',
+             'native_max_pixels': 'MEDRES_NATIVE_MAX_PIXELS', 'mix_seed': 'MEDRES_MIX_SEED',
+             'filter': 'MEDRES_FILTER'}
+    return {env: str(getattr(args, a)) for a, env in names.items() if getattr(args, a, None) is not None}
+
+
+def _arms(specs: list[str]) -> dict[str, str]:
+    arms = {}
+    for spec in specs:
+        label, sep, ckpt = spec.partition('=')
+        if not sep or not label or not ckpt:
+            raise SystemExit(f'--arm expects LABEL=CHECKPOINT (e.g. native=output/run/checkpoint-100), got {spec!r}')
+        arms[label] = str(Path(ckpt).resolve()) if Path(ckpt).exists() else ckpt
+    return arms
+
+
+def cmd_grid(args) -> int:
+    from rich.markdown import Markdown
+
+    from .grid import GridConfig, GridError, comparisons_markdown, run_grid
+    from .paper import paper_model
+
+    arms = _arms(args.arm)
+    model = None
+    if args.compare_paper:
+        model = paper_model(args.compare_paper) if args.compare_paper != 'auto' else paper_model(arms.get('none', ''))
+        if model is None:
+            raise SystemExit('--compare-paper: name the paper model (Qwen2-VL-2B, InternVL2.5-2B, LLaVA-OneVision-2B, '
+                             'Qwen2-VL-7B) or give the base model as --arm none=<hub id>')
+    config = GridConfig(Path(args.workdir).resolve(), arms, args.dataset, args.inference, args.split,
+                        _policy_overrides(args), tuple(args.swift_args), 'compat' if args.compat else 'strict',
+                        model, args.n_boot, args.seed, args.redo)
+    try:
+        report = run_grid(config)
+    except GridError as e:
+        console.print(f'[red]medres grid:[/red] {e}', highlight=False, soft_wrap=True)
+        return 2
+    console.print(Markdown(report.markdown))
+    if report.comparisons:
+        console.print(Markdown(comparisons_markdown(report.comparisons)))
+    files = [report.table_csv, report.table_md, report.heatmap_png, report.comparisons_csv, report.comparisons_md]
+    console.print('wrote: ' + ', '.join(str(f) for f in files if f), highlight=False, soft_wrap=True)
+    console.print(f'cells (predictions, visual tokens, scores, logs): {config.workdir / "cells"}', highlight=False)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from rich.markdown import Markdown
+
+    from .grid import GridError
+    from .sweep import markdown, run_sweep
+
+    model = str(Path(args.model).resolve()) if Path(args.model).exists() else args.model
+    try:
+        rows, best, cheapest, files = run_sweep(model, args.dataset, Path(args.workdir).resolve(), args.pixels,
+                                                args.swift_args, 'compat' if args.compat else 'strict', args.redo,
+                                                args.n_boot, args.seed)
+    except GridError as e:
+        console.print(f'[red]medres sweep:[/red] {e}', highlight=False, soft_wrap=True)
+        return 2
+    console.print(Markdown(markdown(rows, best, cheapest)))
+    console.print('wrote: ' + ', '.join(str(f) for f in files.values()), highlight=False, soft_wrap=True)
+    return 0
+
+
+def add_policy_args(p) -> None:
+    p.add_argument('--low-pixels', type=int, help='low budget in pixels (MEDRES_LOW_PIXELS)')
+    p.add_argument('--low-scale', type=float, help='low as a per-side scale (MEDRES_LOW_SCALE)')
+    p.add_argument('--native-max-pixels', type=int, help='native cap (MEDRES_NATIVE_MAX_PIXELS)')
+    p.add_argument('--mix-seed', type=int, help='mixed-inference draw seed (MEDRES_MIX_SEED)')
+    p.add_argument('--filter', choices=['lanczos', 'bicubic', 'bilinear', 'box', 'nearest'])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='medres', description=__doc__)
     p.add_argument('--registry', action='append', default=[], metavar='DIR',
@@ -218,6 +292,37 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument('--zero3', action='store_true', help='DeepSpeed ZeRO-3 instead of ZeRO-2 (e.g. the 7B)')
     tr.add_argument('--dry-run', action='store_true', help='print the plan and the command, run nothing')
     tr.set_defaults(func=cmd_train, swift_args=[])
+
+    g = sub.add_parser('grid', help='train x inference resolution grid: swift infer per cell, scores, tables, '
+                                    'McNemar tests', usage='medres grid --arm LABEL=CKPT ... --dataset NAME ... '
+                                                           '[options] [-- swift infer flags]')
+    g.add_argument('--arm', action='append', required=True, metavar='LABEL=CHECKPOINT',
+                   help='training arm: none=<base model>, low=..., native=..., mixed=... (repeatable)')
+    g.add_argument('--dataset', action='append', required=True, metavar='NAME[:SPLIT]')
+    g.add_argument('--inference', nargs='+', default=['low', 'native', 'mixed'], choices=['low', 'native', 'mixed'])
+    g.add_argument('--split', default='test', help='split for datasets given without one')
+    g.add_argument('--workdir', default='medres-grid', help='cells, tables and plots go here; rerun to resume')
+    g.add_argument('--compat', action='store_true', help="score with the paper's substring rules")
+    g.add_argument('--compare-paper', nargs='?', const='auto', metavar='MODEL',
+                   help="put the paper's numbers beside (model name, or taken from --arm none=<hub id>)")
+    g.add_argument('--redo', action='store_true', help='recompute finished cells too')
+    g.add_argument('--n-boot', type=int, default=2000)
+    g.add_argument('--seed', type=int, default=0, help='bootstrap seed')
+    add_policy_args(g)
+    g.set_defaults(func=cmd_grid, swift_args=[])
+
+    sw = sub.add_parser('sweep', help='zero-shot: one model over inference resolutions; recommends one',
+                        usage='medres sweep --model MODEL --dataset NAME[:SPLIT] [options] [-- swift infer flags]')
+    sw.add_argument('--model', required=True, help='hub id or checkpoint folder')
+    sw.add_argument('--dataset', required=True, metavar='NAME[:SPLIT]', help='default split: validation, else test')
+    sw.add_argument('--pixels', nargs='+', type=int, default=[200704, 401408, 1003520, 2007040],
+                    help='low budgets to try (native is always added)')
+    sw.add_argument('--workdir', default='medres-sweep')
+    sw.add_argument('--compat', action='store_true')
+    sw.add_argument('--redo', action='store_true')
+    sw.add_argument('--n-boot', type=int, default=2000)
+    sw.add_argument('--seed', type=int, default=0)
+    sw.set_defaults(func=cmd_sweep, swift_args=[])
 
     demo = sub.add_parser('demo', help='offline tiny end-to-end: train at native and low resolution, infer')
     demo.add_argument('--workdir', default='medres-demo', help='where models, data and outputs go')

@@ -164,6 +164,8 @@ class RowConverter(RowPreprocessor):
             # Questions sharing an image are not independent: CIs cluster on this.
             'image_key': image_key(payload),
         }
+        if choices is not None:
+            meta['choices'] = choices  # the scorer parses a multiple-choice answer against these
         if self.mix is not None:
             pos, n, k = self.mix[index]
             meta['mix'] = {'pos': pos, 'n': n, 'k': k}

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -33,14 +34,19 @@ def swift_executable() -> str:
 
 
 def run_swift(command: str, args: Sequence[str], *, log_path: Path, env: Optional[Mapping[str, str]] = None,
-              title: Optional[str] = None) -> None:
-    """Run `swift <command> --external_plugins <medres plugin> <args>`; raise with the log tail on failure."""
-    argv = [swift_executable(), command, '--external_plugins', str(PLUGIN_PATH), *map(str, args)]
+              title: Optional[str] = None, config: Optional[Path] = None, spinner: bool = True) -> None:
+    """Run `swift <command> [<config.yaml>] --external_plugins <medres plugin> <args>`.
+
+    Output goes to `log_path`; a failure raises with the log's last lines. `config` is a recipe
+    YAML, which ms-swift only reads as the first argument.
+    """
+    argv = [swift_executable(), command, *([str(config)] if config else []),
+            '--external_plugins', str(PLUGIN_PATH), *map(str, args)]
     full_env = {**os.environ, **(env or {})}
-    # Headless CPU runs: keep ms-swift from probing for accelerators that are not there.
     full_env.setdefault('PYTHONUNBUFFERED', '1')
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, 'w') as log, console.status(f'{title or "swift " + command}  (log: {log_path})'):
+    status = console.status(f'{title or "swift " + command}  (log: {log_path})') if spinner else nullcontext()
+    with open(log_path, 'w') as log, status:
         log.write('$ ' + ' '.join(argv) + '\n')
         log.flush()
         proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)

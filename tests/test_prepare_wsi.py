@@ -64,6 +64,8 @@ def test_prepare_wsi_renders_each_slide_once_and_loads(raw, data_home, monkeypat
     assert user == ('<image>what is the result of her2/neu testing?\nOptions:\npositive\nnegative, equivocal\n'
                     'not provided\nAnswer with one of the options, word for word.')
     assert ds[1]['messages'][2]['content'] == 'negative, equivocal'
+    # The options travel with the row, for the scorer.
+    assert ds[1]['chat_template_kwargs']['medres']['choices'] == ['positive', 'negative, equivocal', 'not provided']
 
 
 def test_pixel_budget_resamples_from_the_next_level_up(raw, tmp_path):
