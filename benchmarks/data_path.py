@@ -79,6 +79,10 @@ def bench(size, mode: str, n: int, repeats: int) -> dict:
         row[f'{name} img/s'] = round(n / t, 2)
         row[f'{name} MP/s'] = round(n * mp / t, 1)
     row['policy overhead vs decode+resize'] = round(t_policy / t_bare - 1, 4)
+    # The policy's own work without any pixels: decision + family-aligned plan, per image.
+    reps = 2000
+    t_logic = run(lambda i: policy.plan(w, h, decision(i % n), family), list(range(reps)), repeats)
+    row['policy logic us/img'] = round(1e6 * t_logic / reps, 2)
     return row
 
 
