@@ -37,7 +37,8 @@ citation: none
 def build(root: Path, n: int) -> None:
     """A PNG header is all `medres tokens` reads; 1x1-pixel payloads keep generation fast, but the
     IHDR of each file states a size drawn from real-world ranges."""
-    from datasets import Dataset, Features, Image as ImageFeature, Value
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
     rng = np.random.default_rng(0)
     sizes = rng.integers(300, 3000, size=(n, 2))
     template = io.BytesIO()

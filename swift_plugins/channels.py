@@ -17,8 +17,17 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from .images import (ALPHA_BACKGROUND, MAX_PIXELS_ENV, WINDOW_PERCENTILES, ImageDecodeError, apply_window, max_image_pixels,
-                     open_image, percentile_window, to_rgb)
+from .images import (
+    ALPHA_BACKGROUND,
+    MAX_PIXELS_ENV,
+    WINDOW_PERCENTILES,
+    ImageDecodeError,
+    apply_window,
+    max_image_pixels,
+    open_image,
+    percentile_window,
+    to_rgb,
+)
 from .registry import Channel
 
 PathLike = Union[str, os.PathLike]

@@ -25,7 +25,7 @@ from .predictions import read_predictions
 from .recipes import RECIPES_DIR
 from .registry import get_entry
 from .resolution import ResolutionPolicy
-from .scoring import Score, read_rows, rows_path, score_predictions, write_rows
+from .scoring import read_rows, rows_path, score_predictions, write_rows
 from .swift_run import run_swift
 
 console = Console()

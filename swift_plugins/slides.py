@@ -37,7 +37,7 @@ def _choose(dims: list[tuple[int, int]], downsamples: list[float], scale: float,
 def render_slide(path: Union[str, os.PathLike], where: str, scale: float = DEFAULT_DOWNSAMPLE,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, dict]:
     """The slide as one RGB image, and what was read (for the manifest)."""
-    import tiffslide   # imports zarr; only slide rendering needs it
+    import tiffslide  # imports zarr; only slide rendering needs it
 
     if not os.path.isfile(path):
         raise ImageDecodeError(f'{where}: slide file not found: {path}')

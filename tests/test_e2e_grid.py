@@ -13,7 +13,8 @@ import pytest
 
 from swift_plugins.fixtures.hub_vqa import FIXTURE_SPECS
 from swift_plugins.fixtures.tiny_runs import tiny_sft_args
-from test_e2e_swift import swift
+
+from helpers import swift
 
 MEDRES = str(Path(sys.executable).parent / 'medres')
 LOW = '4096'

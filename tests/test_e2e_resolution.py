@@ -1,15 +1,15 @@
 """Train the tiny Qwen2-VL with `mixed` through stock `swift sft`, infer with `low` and `native`
 through `swift infer`: the recorded visual tokens follow the policy, sample by sample."""
 import json
-import os
 from collections import Counter
 
 import pytest
 
-from swift_plugins.fixtures.tiny_runs import tiny_infer_args, tiny_sft_args
 from swift_plugins.families import Qwen2VL
+from swift_plugins.fixtures.tiny_runs import tiny_infer_args, tiny_sft_args
 from swift_plugins.resolution import ResolutionPolicy
-from test_e2e_swift import swift
+
+from helpers import swift
 
 LOW = '3136'  # 56x56: a quarter of the ~112x112 fixture pixels
 

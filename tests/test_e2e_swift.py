@@ -1,9 +1,6 @@
 """Stock `swift sft` and `swift infer` load the plugin and run on a registry dataset, offline."""
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,20 +8,7 @@ import pytest
 from swift_plugins.fixtures.hub_vqa import FIXTURE_SPECS
 from swift_plugins.fixtures.tiny_runs import tiny_infer_args, tiny_sft_args
 
-SWIFT = str(Path(sys.executable).parent / 'swift')
-
-
-def plugin_path() -> str:
-    out = subprocess.run([str(Path(sys.executable).parent / 'medres'), 'plugin-path'],
-                         capture_output=True, text=True, check=True)
-    return out.stdout.strip()
-
-
-def swift(command, args, log: Path):
-    with open(log, 'w') as f:
-        proc = subprocess.run([SWIFT, command, '--external_plugins', plugin_path(), *args],
-                              stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
-    assert proc.returncode == 0, log.read_text()[-4000:]
+from helpers import swift
 
 
 def logged_losses(output_dir: Path) -> list[float]:

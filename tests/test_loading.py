@@ -9,12 +9,7 @@ from swift_plugins.registry import RegistryError, get_entry
 from swift_plugins.rows import DataError
 from swift_plugins.sources import resolve_source
 
-
-def load(spec):
-    from swift.dataset import load_dataset
-    train, val = load_dataset(spec)
-    assert val is None
-    return train
+from helpers import load
 
 
 @pytest.mark.usefixtures('swift_registered', 'use_local_sources')

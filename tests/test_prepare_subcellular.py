@@ -1,6 +1,5 @@
 """`medres prepare subcellular`: HPA metadata table + stain images -> medres/subcellular."""
 import csv
-import json
 import re
 
 import numpy as np
@@ -13,14 +12,8 @@ from swift_plugins.prepare import prepare
 from swift_plugins.prepare.common import PrepareError
 from swift_plugins.registry import get_entry
 
-
-def load(spec):
-    from swift.dataset import load_dataset
-    return load_dataset(spec)[0]
-
-
-def rows(out, split):
-    return [json.loads(line) for line in (out / 'data' / f'{split}.jsonl').read_text().splitlines()]
+from helpers import load
+from helpers import prepared_rows as rows
 
 
 def edit_table(root, change):

@@ -1,5 +1,4 @@
 """`medres prepare wsi`: WSI-VQA json + pyramidal slides -> medres/wsi."""
-import json
 
 import numpy as np
 import pytest
@@ -12,14 +11,8 @@ from swift_plugins.prepare import prepare
 from swift_plugins.prepare.common import PrepareError
 from swift_plugins.slides import _choose
 
-
-def load(spec):
-    from swift.dataset import load_dataset
-    return load_dataset(spec)[0]
-
-
-def rows(out, split):
-    return [json.loads(line) for line in (out / 'data' / f'{split}.jsonl').read_text().splitlines()]
+from helpers import load
+from helpers import prepared_rows as rows
 
 
 @pytest.fixture

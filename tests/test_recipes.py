@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from swift_plugins.launch import LaunchError, batch_plan, launch_command, launch_env
 from swift_plugins.recipes import RECIPES_DIR, build

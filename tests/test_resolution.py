@@ -1,5 +1,4 @@
 """The resolution policy: sizes, filters, upsampling and the deterministic balanced mix."""
-import math
 
 import numpy as np
 import pytest

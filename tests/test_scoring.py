@@ -3,9 +3,19 @@ import pytest
 
 from swift_plugins.predictions import Prediction
 from swift_plugins.registry import Entry, get_entry
-from swift_plugins.scoring import (LabelMatcher, RowScorer, ScoreError, answer_tokens, compare_rows,
-                                   llava_med_token_scores, read_rows, score_predictions, score_rows,
-                                   token_scores, write_rows)
+from swift_plugins.scoring import (
+    LabelMatcher,
+    RowScorer,
+    ScoreError,
+    answer_tokens,
+    compare_rows,
+    llava_med_token_scores,
+    read_rows,
+    score_predictions,
+    score_rows,
+    token_scores,
+    write_rows,
+)
 
 # The 13 mechanism-of-action classes of BBBC021 (the paper's "Compound" dataset).
 COMPOUND_LABELS = ['Actin disruptors', 'Aurora kinase inhibitors', 'Cholesterol-lowering', 'DMSO', 'DNA damage',

@@ -58,7 +58,7 @@ class CompoundConverter(Converter):
                             help='share of compounds per MoA (or of plates) held out for test (default 0.25)')
 
     def _read_csvs(self, ctx: Context):
-        import pandas as pd   # imported here: `medres` builds every subcommand's parser on each call
+        import pandas as pd  # imported here: `medres` builds every subcommand's parser on each call
         image_csv, moa_csv = find_one(ctx.raw, IMAGE_CSV), find_one(ctx.raw, MOA_CSV)
         compound_csv = find_one(ctx.raw, COMPOUND_CSV, required=False)
         images = pd.read_csv(image_csv, dtype=str, keep_default_na=False)

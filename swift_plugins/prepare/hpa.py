@@ -33,7 +33,7 @@ PAPER_TEST_ROWS = 2000
 
 
 def read_table(path: Path):
-    import pandas as pd   # imported here: `medres` builds every subcommand's parser on each call
+    import pandas as pd  # imported here: `medres` builds every subcommand's parser on each call
     suffix = path.suffix.lower()
     if suffix == '.parquet':
         df = pd.read_parquet(path)

@@ -1,0 +1,33 @@
+"""Helpers the test modules share: run stock swift as a user does, load registry splits, read outputs."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def plugin_path() -> str:
+    out = subprocess.run([str(BIN / 'medres'), 'plugin-path'], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def swift(command: str, args, log: Path) -> None:
+    """`swift <command> --external_plugins "$(medres plugin-path)" <args>`, output to `log`."""
+    with open(log, 'w') as f:
+        proc = subprocess.run([str(BIN / 'swift'), command, '--external_plugins', plugin_path(), *args],
+                              stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
+    assert proc.returncode == 0, log.read_text()[-4000:]
+
+
+def load(spec):
+    """A registry split through ms-swift's own `load_dataset`, as `swift sft --dataset <spec>` loads it."""
+    from swift.dataset import load_dataset
+    train, val = load_dataset(spec)
+    assert val is None
+    return train
+
+
+def prepared_rows(out: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (out / 'data' / f'{split}.jsonl').read_text().splitlines()]
