@@ -159,12 +159,9 @@ def safe_name(text: str) -> str:
     return clean if clean == text else f'{clean or "item"}-{hashlib.sha1(text.encode()).hexdigest()[:8]}'
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
+def file_hash(path: Path, algorithm: str = 'sha256') -> str:
     with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def file_index(root: Path) -> set[str]:
@@ -309,7 +306,7 @@ def build_manifest(converter: Converter, ctx: Context, plan: Plan, writer: Datas
     manifest.update(extra)
     manifest['skipped'] = {'count': len(ctx.report.skipped), 'items': ctx.report.skipped}
     manifest['excluded'] = ctx.report.excluded_summary()
-    manifest['files'] = {p.relative_to(writer.root).as_posix(): {'sha256': sha256_file(p), 'bytes': p.stat().st_size}
+    manifest['files'] = {p.relative_to(writer.root).as_posix(): {'sha256': file_hash(p), 'bytes': p.stat().st_size}
                          for p in sorted(writer.root.rglob('*')) if p.is_file()}
     manifest['fingerprint'] = fp
     return manifest

@@ -16,14 +16,13 @@ the first 2,000 rows test, the rest train. A table under 10,000 rows gets 20% te
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ..channels import composite, decode_rgb, is_plain_rgb, stain_plane, to_uint8
 from ..images import ImageDecodeError
-from .common import Context, Converter, DatasetWriter, Plan, PrepareError, file_index, safe_name
+from .common import Context, Converter, DatasetWriter, Plan, PrepareError, file_hash, file_index, safe_name
 
 REQUIRED = ('image_id', 'cell_line', 'file_path')
 OPTIONAL = ('ensembl_id', 'protein', 'uniprot_id', 'cellosaurus_id', 'localizations', 'caption', 'md5_hash')
@@ -62,14 +61,6 @@ def find_table(raw: Path, given) -> Path:
         raise PrepareError(f'{raw}: expected one metadata table ({"/".join(TABLE_SUFFIXES)}) at the top, found '
                            f'{[t.name for t in tables]}; name it with --table')
     return tables[0]
-
-
-def md5_file(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            h.update(block)
-    return h.hexdigest()
 
 
 class SubcellularConverter(Converter):
@@ -159,7 +150,7 @@ class SubcellularConverter(Converter):
             return composite(planes, ctx.entry.channels), {k: v for k, v in windows.items() if v}, None
         path = item['source']
         md5 = item['row'].md5_hash.strip().lower()
-        actual = md5_file(path) if md5 else md5
+        actual = file_hash(path, 'md5') if md5 else md5
         if actual != md5:
             raise ImageDecodeError(f'md5 of {path.name} is {actual}, the table says {md5}')
         rgb, info = decode_rgb(path, item['where'], ctx.entry.channels)
