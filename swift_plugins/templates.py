@@ -81,6 +81,10 @@ class ResolutionTemplateMixin:
         if not (policy.redraw and self.is_training):
             return 0
         if not callback_active():
+            # ms-swift encodes a preview sample before training starts (and the callback with it);
+            # only a run that never asked for the callback is an error.
+            if CALLBACK_NAME in sys.argv:
+                return 0
             raise PolicyError(f'MEDRES_MIX_REDRAW=1 needs the epoch callback: add `--callbacks {CALLBACK_NAME}`')
         return current_epoch()
 
@@ -99,7 +103,8 @@ class ResolutionTemplateMixin:
             self._medres_warned = True
             logger.warning('medres: rows without a balanced mix slot (not from a medres registry dataset, or '
                            'streamed) are drawn independently at the mix ratio, without balance')
-        decision = policy.decide(meta.get('id'), slot, self._medres_epoch(policy))
+        epoch = self._medres_epoch(policy)
+        decision = policy.decide(meta.get('id'), slot, epoch)
         plans = []
         for i, image in enumerate(inputs.images):
             if not isinstance(image, Image.Image):
@@ -108,6 +113,7 @@ class ResolutionTemplateMixin:
             plans.append(plan)
         inputs.medres_plans = plans
         inputs.medres_meta = meta
+        inputs.medres_epoch = epoch
 
     @contextmanager
     def _medres_knobs(self, inputs):
@@ -152,7 +158,8 @@ class ResolutionTemplateMixin:
         if self.medres_token_log:
             record = {'id': meta.get('id'), 'dataset': meta.get('dataset'), 'split': meta.get('split'),
                       'template': self.template_meta.template_type, 'family': family.name,
-                      'mode': self.mode, 'training': bool(self.is_training), 'policy': self.medres_policy.mode,
+                      'mode': self.mode, 'training': bool(self.is_training), 'epoch': getattr(inputs, 'medres_epoch', 0),
+                      'policy': self.medres_policy.mode,
                       'decision': plans[0].decision, 'source': [list(p.source) for p in plans],
                       'size': [list(p.size) for p in plans], 'predicted_tokens': predicted, 'actual_tokens': actual}
             with open(self.medres_token_log, 'a') as f:

@@ -121,3 +121,19 @@ def test_resumed_grid_equals_an_uninterrupted_one(checkpoints, resumed, tmp_path
     check_cells(full)
     for name in ('grid.md', 'comparisons.md'):
         assert (resumed / name).read_text() == (full / name).read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('use_local_sources')
+def test_zero_shot_sweep_recommends_a_setting(checkpoints, tmp_path):
+    cmd = [MEDRES, 'sweep', '--model', str(checkpoints['native']), '--dataset', 'vqa-rad', '--pixels', '1568', '4096',
+           '--workdir', str(tmp_path / 'sweep'), '--n-boot', '300', '--',
+           '--model_type', 'qwen2_vl', '--template', 'qwen2_vl', '--torch_dtype', 'float32', '--max_new_tokens', '4']
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / 'sweep' / 'sweep.csv')))
+    assert [r['setting'] for r in rows] == ['low-1568', 'low-4096', 'native']
+    tokens = [float(r['mean_visual_tokens']) for r in rows]
+    assert tokens == sorted(tokens) and tokens[0] < tokens[-1]
+    assert 'Recommended: **' in (tmp_path / 'sweep' / 'sweep.md').read_text()
+    assert (tmp_path / 'sweep' / 'sweep.png').stat().st_size > 5000

@@ -59,3 +59,24 @@ def test_mixed_training_then_low_and_native_inference(tiny_qwen2_vl, tmp_path, m
         assert native['actual_tokens'] == policy.plan(w, h, 'native', Qwen2VL()).tokens
         assert low['actual_tokens'] == policy.plan(w, h, 'low', Qwen2VL()).tokens
         assert low['actual_tokens'] < native['actual_tokens']
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('use_local_sources')
+def test_per_epoch_redraw_in_a_real_run(tiny_qwen2_vl, tmp_path, monkeypatch):
+    for k, v in {'MEDRES_RESOLUTION': 'mixed', 'MEDRES_MIX_REDRAW': '1', 'MEDRES_LOW_PIXELS': LOW,
+                 'MEDRES_TOKEN_LOG': str(tmp_path / 'tokens.jsonl')}.items():
+        monkeypatch.setenv(k, v)
+    # Two epochs of the 24-row split (6 steps of 4 each).
+    args = tiny_sft_args(tiny_qwen2_vl, 'medres/vqa-rad', tmp_path / 'sft', max_steps=12) + ['--callbacks',
+                                                                                            'medres_epoch']
+    swift('sft', args, tmp_path / 'sft.log')
+    seen = {}
+    for r in records(tmp_path / 'tokens.jsonl'):
+        if r['training']:  # ms-swift also encodes one preview sample before training: keyed by epoch
+            seen.setdefault(r['id'], {})[r['epoch']] = r['decision']
+    seen = {k: [v[0], v[1]] for k, v in seen.items()}
+    assert len(seen) == 24
+    assert all(d[0] != d[1] for d in seen.values())   # p = 0.5: every sample switches resolution
+    first = Counter(d[0] for d in seen.values())
+    assert first == {'low': 12, 'native': 12}

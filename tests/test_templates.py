@@ -133,3 +133,32 @@ def test_redraw_needs_the_epoch_callback(tiny_qwen2_vl, monkeypatch):
     r['chat_template_kwargs']['medres']['mix'] = {'pos': 0, 'n': 4, 'k': 2}
     with pytest.raises(PolicyError, match='--callbacks medres_epoch'):
         t.encode(r)
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_redraw_rotates_the_low_half_each_epoch_with_the_callback(tiny_qwen2_vl, monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import swift_plugins.epoch as epoch
+    monkeypatch.setattr(epoch, '_STATE', {'epoch': 0, 'active': False})
+    monkeypatch.setenv('MEDRES_RESOLUTION', 'mixed')
+    monkeypatch.setenv('MEDRES_MIX_REDRAW', '1')
+    monkeypatch.setenv('MEDRES_LOW_PIXELS', '3136')
+    monkeypatch.setenv('MEDRES_TOKEN_LOG', str(tmp_path / 'log.jsonl'))
+    t = template(tiny_qwen2_vl, 'qwen2_vl', 'qwen2_vl')
+    t.set_mode('train')
+    args = SimpleNamespace(dataloader_persistent_workers=False, dataloader_num_workers=2)
+    cb = epoch.MedresEpochCallback(args, None)
+    cb.on_train_begin(args, SimpleNamespace(epoch=0), None)
+    for e in (0, 1, 2):
+        cb.on_epoch_begin(args, SimpleNamespace(epoch=float(e)), None)
+        for pos in range(4):
+            r = row(300, 200, pos)
+            r['chat_template_kwargs']['medres']['mix'] = {'pos': pos, 'n': 4, 'k': 2}
+            t.encode(r)
+    decisions = [json.loads(line)['decision'] for line in (tmp_path / 'log.jsonl').read_text().splitlines()]
+    assert decisions == ['low', 'low', 'native', 'native', 'native', 'native', 'low', 'low',
+                         'low', 'low', 'native', 'native']
+    persistent = SimpleNamespace(dataloader_persistent_workers=True, dataloader_num_workers=2)
+    with pytest.raises(ValueError, match='--dataloader_persistent_workers false'):
+        cb.on_train_begin(persistent, SimpleNamespace(epoch=0), None)
