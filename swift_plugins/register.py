@@ -40,8 +40,13 @@ def register_callbacks() -> None:
 
 
 def register_all() -> None:
+    from .registry import RegistryError
     from .templates import register_templates
 
-    register_datasets()
+    try:
+        register_datasets()
+    except RegistryError as e:
+        # A user's registry file is wrong: say which file and field, not a traceback through ms-swift.
+        raise SystemExit(f'medres: registry error: {e}') from None
     register_templates()
     register_callbacks()

@@ -37,10 +37,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra='forbid', frozen=True)
 
 
+def _no_yaml_booleans(v):
+    if isinstance(v, list) and any(isinstance(x, bool) for x in v):
+        raise ValueError('YAML reads unquoted yes/no/true/false/on/off as booleans: quote them, e.g. ["yes", "no"]')
+    return v
+
+
 class Task(_Strict):
     kind: TaskKind
     # For `vqa`: a row whose answer is one of these is a closed question, the rest are open.
     closed_answers: list[str] = Field(default_factory=list)
+
+    _closed_strings = field_validator('closed_answers', mode='before')(_no_yaml_booleans)
 
 
 class Sources(_Strict):
@@ -120,6 +128,8 @@ class Entry(_Strict):
     homepage: Optional[str] = None
     # Set by the loader, not by the file: where the entry came from.
     path: Optional[str] = Field(default=None, exclude=True)
+
+    _label_strings = field_validator('labels', mode='before')(_no_yaml_booleans)
 
     @model_validator(mode='after')
     def _consistent(self) -> 'Entry':

@@ -64,6 +64,7 @@ def test_valid_user_entry_loads_and_formats_labels(tmp_path):
     (lambda t: t.replace('{{labels}}', '{{label_set}}').replace('{labels}', '{label_set}'), "'prompt.question'"),
     (lambda t: t.replace('labels: [tumor, normal]\n', ''), 'labels'),
     (lambda t: t.replace('name: mine', 'name: other'), "'name'"),
+    (lambda t: t.replace('labels: [tumor, normal]', 'labels: [yes, no]'), 'quote them'),
 ])
 def test_malformed_entry_names_file_and_field(tmp_path, mutate, field):
     path = write(tmp_path, 'mine', mutate(VALID.format(name='mine')))
@@ -159,3 +160,15 @@ def test_cli_datasets_lists_all_seven(monkeypatch):
         f'medres/{n}' for n in ('subcellular', 'compound', 'cervical', 'wsi', 'vqa-rad', 'path-vqa', 'slake')}
     table = _medres('datasets')
     assert '(7 entries)' in table.stdout and 'medres/wsi' in table.stdout and 'multiple_choice' in table.stdout
+
+
+def test_a_bad_registry_file_stops_swift_with_file_and_field(tmp_path):
+    """Stock `swift sft` with a user registry folder holding a malformed entry: no traceback."""
+    write(tmp_path, 'bad', VALID.format(name='bad').replace('metric: accuracy', 'metric: auc'))
+    from helpers import BIN, plugin_path
+    env = {**os.environ, 'MEDRES_REGISTRY': str(tmp_path)}
+    out = subprocess.run([str(BIN / 'swift'), 'sft', '--external_plugins', plugin_path(), '--model', 'x',
+                          '--dataset', 'medres/bad'], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0
+    assert f"medres: registry error: {tmp_path / 'bad.yaml'}: field 'metric'" in out.stderr
+    assert 'Traceback' not in out.stderr
