@@ -17,6 +17,11 @@ from typing import Optional
 BALANCES = ('none', 'dataset', 'modality')
 
 
+def sample_id(dataset: str, split: str, index: int) -> str:
+    """A row's identity: what the draw hashes and what predictions are joined on."""
+    return f'{dataset}/{split}/{index}'
+
+
 def unit_hash(*parts) -> float:
     """A uniform number in [0, 1) from the parts, stable across processes and Python versions."""
     digest = hashlib.sha256('\x1f'.join(map(str, parts)).encode()).digest()

@@ -23,7 +23,7 @@ from typing import Mapping, Optional
 from PIL import Image
 
 from .families import Family, Size, scale_to_budget
-from .mixing import BALANCES, MixSlot, iid_is_low
+from .mixing import BALANCES, MixSlot, QuotaBook, iid_is_low, mix_slots, sample_id
 
 MODES = ('native', 'low', 'mixed')
 FILTERS = {
@@ -132,6 +132,17 @@ class ResolutionPolicy:
             raise PolicyError('mixed resolution needs a sample id to draw from: use a medres registry '
                               'dataset (rows carry chat_template_kwargs.medres.id)')
         return 'low' if iid_is_low(sample_id, seed=self.seed, p=self.mix_ratio, epoch=epoch) else 'native'
+
+    def slots(self, dataset: str, modality: str, split: str, n: int,
+              book: Optional[QuotaBook] = None) -> Optional[list[MixSlot]]:
+        """Balanced mixed-resolution slots for the `n` rows of a split (None unless mixed + balanced)."""
+        if self.mode != 'mixed' or self.balance == 'none':
+            return None
+        group_key = modality if self.balance == 'modality' else dataset
+        ids = [sample_id(dataset, split, i) for i in range(n)]
+        return mix_slots(ids, seed=self.seed, p=self.mix_ratio,
+                         group=(self.balance, group_key, split, self.seed, self.mix_ratio),
+                         member=f'{dataset}/{split}', book=book)
 
     # --- sizes -----------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from swift.dataset import RowPreprocessor
 from swift.utils import get_logger
 
 from .images import decode_to_rgb, image_payload
-from .mixing import mix_slots
+from .mixing import sample_id
 from .registry import Entry, RegistryError
 from .resolution import ResolutionPolicy
 
@@ -34,10 +34,6 @@ def bad_rows_mode() -> str:
     if mode not in ('error', 'skip'):
         raise ValueError(f'{BAD_ROWS_ENV} must be "error" or "skip", got {mode!r}')
     return mode
-
-
-def sample_id(entry_name: str, split: str, index: int) -> str:
-    return f'{entry_name}/{split}/{index}'
 
 
 def with_row_index(dataset):
@@ -86,11 +82,7 @@ class RowConverter(RowPreprocessor):
             logger.warning(f'medres: {self.entry.registered_name} is streamed, so its mixed-resolution draw '
                            'cannot be balanced; drawing each row independently (MEDRES_MIX_BALANCE=none)')
             return
-        group_key = self.entry.modality if policy.balance == 'modality' else self.entry.name
-        ids = [sample_id(self.entry.name, self.split, i) for i in range(len(dataset))]
-        slots = mix_slots(ids, seed=policy.seed, p=policy.mix_ratio,
-                          group=(policy.balance, group_key, self.split, policy.seed, policy.mix_ratio),
-                          member=f'{self.entry.name}/{self.split}')
+        slots = policy.slots(self.entry.name, self.entry.modality, self.split, len(dataset))
         self.mix = [(s.pos, s.n, s.k) for s in slots]
 
     def _check_columns(self, dataset) -> None:

@@ -20,10 +20,9 @@ from tqdm import tqdm
 
 from .families import Family
 from .images import ImageDecodeError, image_payload
-from .mixing import MixSlot, QuotaBook, mix_slots
+from .mixing import MixSlot, QuotaBook, sample_id
 from .registry import Entry, get_entry
 from .resolution import ResolutionPolicy
-from .rows import sample_id
 from .sources import resolve_source
 
 
@@ -140,17 +139,8 @@ def split_cost(name: str, split: str, sizes: list[tuple[int, int]], family: Fami
 def policy_costs(splits: list[SplitSizes], family: Family, policy: ResolutionPolicy) -> list[SplitCost]:
     """Cost of each split under `policy`, drawing mixed decisions as a run loading them in this order."""
     book = QuotaBook()
-    out = []
-    for sp in splits:
-        slots = None
-        if policy.mode == 'mixed' and policy.balance != 'none':
-            group_key = sp.modality if policy.balance == 'modality' else sp.dataset
-            ids = [sample_id(sp.dataset, sp.split, i) for i in range(len(sp.sizes))]
-            slots = mix_slots(ids, seed=policy.seed, p=policy.mix_ratio,
-                              group=(policy.balance, group_key, sp.split, policy.seed, policy.mix_ratio),
-                              member=f'{sp.dataset}/{sp.split}', book=book)
-        out.append(split_cost(sp.dataset, sp.split, sp.sizes, family, policy, slots))
-    return out
+    return [split_cost(sp.dataset, sp.split, sp.sizes, family, policy,
+                       policy.slots(sp.dataset, sp.modality, sp.split, len(sp.sizes), book)) for sp in splits]
 
 
 def jsonl_split_sizes(path: Path) -> SplitSizes:
