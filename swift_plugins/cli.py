@@ -235,6 +235,35 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from rich.markdown import Markdown
+
+    from .grid import GridError, comparisons_markdown
+    from .probe.arms import ProbeConfig
+    from .probe.pattern import breakdown_markdown, checks_markdown
+    from .probe.run import run_probe
+
+    config = ProbeConfig.preset('quick' if args.quick else 'default', seed=args.seed)
+    try:
+        report = run_probe(config, Path(args.workdir), data_home_dir=Path(args.data_home) if args.data_home else None,
+                           n_boot=args.n_boot)
+    except GridError as e:
+        console.print(f'[red]medres probe:[/red] {e}', highlight=False, soft_wrap=True)
+        return 2
+    console.print(Markdown(report.grid.markdown))
+    console.print(Markdown(comparisons_markdown(report.grid.comparisons)))
+    console.print(Markdown('**The paper\'s pattern on the probe**\n\n' + checks_markdown(report.checks)))
+    console.print(Markdown('**Which cue each model reads** (accuracy, points)\n\n' + breakdown_markdown(report.breakdown)))
+    tokens = {r.spec.inference: r.mean_visual_tokens for r in report.grid.results}
+    console.print('visual tokens per test image: ' + ', '.join(f'{k} {v:g}' for k, v in tokens.items() if v is not None),
+                  highlight=False)
+    verdict = 'holds' if report.holds else 'does NOT hold: ' + ', '.join(c.name for c in report.checks if not c.holds)
+    console.print(f'pattern {verdict}; {report.wall_seconds / 60:.1f} min', highlight=False)
+    console.print(f'wrote: {report.folder / "probe.json"}, {report.folder / "pattern.md"}, {report.grid.heatmap_png}',
+                  highlight=False, soft_wrap=True)
+    return 1 if args.check and not report.holds else 0
+
+
 def add_policy_args(p) -> None:
     p.add_argument('--low-pixels', type=int, help='low budget in pixels (MEDRES_LOW_PIXELS)')
     p.add_argument('--low-scale', type=float, help='low as a per-side scale (MEDRES_LOW_SCALE)')
@@ -323,6 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument('--n-boot', type=int, default=2000)
     sw.add_argument('--seed', type=int, default=0)
     sw.set_defaults(func=cmd_sweep, swift_args=[])
+
+    pr = sub.add_parser('probe', help='offline benchmark: tiny models trained at low / native / mixed on a synthetic '
+                                      'dataset, the train x inference grid, the paper\'s pattern checked')
+    pr.add_argument('--quick', action='store_true', help='a few steps on 64 images: checks the pipeline, not the pattern')
+    pr.add_argument('--seed', type=int, default=0, help='data, model init and training seed')
+    pr.add_argument('--workdir', default='medres-probe', help='arms, grid and report go here; rerun to resume')
+    pr.add_argument('--data-home', help='where the generated images go (default: $MEDRES_DATA_HOME)')
+    pr.add_argument('--n-boot', type=int, default=2000)
+    pr.add_argument('--check', action='store_true', help='exit 1 when the pattern does not hold')
+    pr.set_defaults(func=cmd_probe)
 
     demo = sub.add_parser('demo', help='offline tiny end-to-end: train at native and low resolution, infer')
     demo.add_argument('--workdir', default='medres-demo', help='where models, data and outputs go')

@@ -31,3 +31,12 @@ def load(spec):
 
 def prepared_rows(out: Path, split: str) -> list[dict]:
     return [json.loads(line) for line in (out / 'data' / f'{split}.jsonl').read_text().splitlines()]
+
+
+def run_medres(*args: str, expect: int = 0) -> str:
+    """`medres <args>` as a user types it; its output (stdout + stderr), asserting the exit status."""
+    proc = subprocess.run([str(BIN / 'medres'), *args], capture_output=True, text=True,
+                          env={**os.environ, 'COLUMNS': '200'})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == expect, out[-4000:]
+    return out

@@ -150,16 +150,16 @@ def test_prepared_entries_hold_the_paper_facts():
         assert '{labels}' in entries[name].prompt.question or '{choices}' in entries[name].prompt.question
 
 
-def test_cli_datasets_lists_all_seven(monkeypatch):
+def test_cli_datasets_lists_the_papers_seven_and_the_probe(monkeypatch):
     # datasets' multi-process map swaps os.environ for a copy, so a user registry set by an
     # earlier test can outlive its monkeypatch; this test is about the built-ins only.
     monkeypatch.delenv('MEDRES_REGISTRY', raising=False)
     out = _medres('datasets', '--json')
     assert out.returncode == 0, out.stderr
     assert {e['registered_as'] for e in json.loads(out.stdout)} == {
-        f'medres/{n}' for n in ('subcellular', 'compound', 'cervical', 'wsi', 'vqa-rad', 'path-vqa', 'slake')}
+        f'medres/{n}' for n in ('subcellular', 'compound', 'cervical', 'wsi', 'vqa-rad', 'path-vqa', 'slake', 'probe')}
     table = _medres('datasets')
-    assert '(7 entries)' in table.stdout and 'medres/wsi' in table.stdout and 'multiple_choice' in table.stdout
+    assert '(8 entries)' in table.stdout and 'medres/wsi' in table.stdout and 'multiple_choice' in table.stdout
 
 
 def test_a_bad_registry_file_stops_swift_with_file_and_field(tmp_path):
