@@ -5,9 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 from rich.console import Console
 
@@ -33,6 +34,28 @@ def swift_executable() -> str:
     return found
 
 
+def run_logged(argv: Sequence[str], *, log_path: Path, env: Mapping[str, str], name: str,
+               cwd: Optional[Path] = None, poll: Callable[[], None] = lambda: None) -> float:
+    """Run `argv` with its output in `log_path` (the command line first), calling `poll` every 2 s
+    while it runs; seconds taken. A failure raises with `name` and the log's last lines."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log_path, 'w') as log:
+        log.write('$ ' + ' '.join(map(str, argv)) + '\n')
+        log.flush()
+        proc = subprocess.Popen(list(map(str, argv)), stdout=log, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd)
+        while True:
+            try:
+                proc.wait(timeout=2)
+                break
+            except subprocess.TimeoutExpired:
+                poll()
+    if proc.returncode != 0:
+        tail = ''.join(log_path.read_text(errors='replace').splitlines(keepends=True)[-40:])
+        raise SwiftRunError(f'{name} failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}')
+    return time.perf_counter() - start
+
+
 def run_swift(command: str, args: Sequence[str], *, log_path: Path, env: Optional[Mapping[str, str]] = None,
               title: Optional[str] = None, config: Optional[Path] = None, spinner: bool = True) -> None:
     """Run `swift <command> [<config.yaml>] --external_plugins <medres plugin> <args>`.
@@ -44,15 +67,9 @@ def run_swift(command: str, args: Sequence[str], *, log_path: Path, env: Optiona
             '--external_plugins', str(PLUGIN_PATH), *map(str, args)]
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault('PYTHONUNBUFFERED', '1')
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     status = console.status(f'{title or "swift " + command}  (log: {log_path})') if spinner else nullcontext()
-    with open(log_path, 'w') as log, status:
-        log.write('$ ' + ' '.join(argv) + '\n')
-        log.flush()
-        proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    if proc.returncode != 0:
-        tail = ''.join(log_path.read_text(errors='replace').splitlines(keepends=True)[-40:])
-        raise SwiftRunError(f'swift {command} failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}')
+    with status:
+        run_logged(argv, log_path=log_path, env=full_env, name=f'swift {command}')
 
 
 def last_checkpoint(output_dir: Path) -> Path:

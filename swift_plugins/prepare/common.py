@@ -164,6 +164,12 @@ def file_hash(path: Path, algorithm: str = 'sha256') -> str:
         return hashlib.file_digest(f, algorithm).hexdigest()
 
 
+def file_manifest(root: Path) -> dict[str, dict]:
+    """Every file under `root` with its hash and size: what `is_up_to_date` checks a folder against."""
+    return {p.relative_to(root).as_posix(): {'sha256': file_hash(p), 'bytes': p.stat().st_size}
+            for p in sorted(root.rglob('*')) if p.is_file()}
+
+
 def file_index(root: Path) -> set[str]:
     """Every file under `root` as a posix path relative to it: one walk instead of a stat per lookup."""
     found = set()
@@ -306,8 +312,7 @@ def build_manifest(converter: Converter, ctx: Context, plan: Plan, writer: Datas
     manifest.update(extra)
     manifest['skipped'] = {'count': len(ctx.report.skipped), 'items': ctx.report.skipped}
     manifest['excluded'] = ctx.report.excluded_summary()
-    manifest['files'] = {p.relative_to(writer.root).as_posix(): {'sha256': file_hash(p), 'bytes': p.stat().st_size}
-                         for p in sorted(writer.root.rglob('*')) if p.is_file()}
+    manifest['files'] = file_manifest(writer.root)
     manifest['fingerprint'] = fp
     return manifest
 

@@ -12,21 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional
 
 from ..fixtures.tiny_qwen2_vl import TinyQwen2VLSpec, build_tiny_qwen2_vl
 from ..recipes import RECIPES_DIR
 from ..sources import DATA_HOME_ENV, LOCAL_SOURCES_ENV, data_home
-from ..swift_run import OFFLINE_ENV, SwiftRunError, last_checkpoint
+from ..swift_run import OFFLINE_ENV, last_checkpoint, run_logged
 from .generator import ENTRY_NAME, ProbeDataSpec, dataset_root, write_probe
 
 TRAIN_RESOLUTIONS = ('low', 'native', 'mixed')
-INFER_RESOLUTIONS = ('low', 'native', 'mixed')
 # The recipe family the arms run: Qwen2-VL-2B full finetuning, with the model swapped for a tiny one.
 RECIPE_MODEL = 'qwen2-vl-2b-full'
 SIZES = ('quick', 'default')
@@ -105,14 +102,14 @@ def build_probe_model(config: ProbeConfig, workdir: Path) -> Path:
     return build_tiny_qwen2_vl(Path(workdir) / 'models' / f'tiny-qwen2-vl-{key}', config.model)
 
 
-def probe_env(config: ProbeConfig, data_home_dir: Optional[Path] = None, *, token_log: Optional[Path] = None,
+def probe_env(config: ProbeConfig, data_home_dir: Optional[Path] = None, *,
               base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     """The complete environment of a probe `swift` run (train or infer).
 
     Starts from `base` (default: this process's environment) without any inherited `MEDRES_*`
     variable, so the recipe's `ENV:` section decides the resolution; then sets the probe's own:
     offline hubs, `MEDRES_LOCAL_SOURCES` at this configuration's dataset root, `MEDRES_LOW_PIXELS`
-    (the low budget), a `datasets` cache of its own and, when given, `MEDRES_TOKEN_LOG`.
+    (the low budget) and a `datasets` cache of its own. Each run adds its own `MEDRES_TOKEN_LOG`.
     """
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(POLICY_PREFIX)}
     env.update(OFFLINE_ENV)
@@ -126,8 +123,6 @@ def probe_env(config: ProbeConfig, data_home_dir: Optional[Path] = None, *, toke
     env['MEDRES_LOW_PIXELS'] = str(config.low_pixels)
     if config.mix_ratio != 0.5:
         env['MEDRES_MIX_RATIO'] = str(config.mix_ratio)
-    if token_log is not None:
-        env['MEDRES_TOKEN_LOG'] = str(token_log)
     env.setdefault('TOKENIZERS_PARALLELISM', 'false')
     env.setdefault('PYTHONUNBUFFERED', '1')
     return env
@@ -188,30 +183,6 @@ def _losses(output_dir: Path) -> list[float]:
     return [float(r['loss']) for r in map(json.loads, path.read_text().splitlines()) if 'loss' in r]
 
 
-def run_logged(cmd: Sequence[str], env: Mapping[str, str], log: Path, cwd: Optional[Path] = None,
-               poll: Callable[[], None] = lambda: None) -> float:
-    """Run a command with its output in `log`, calling `poll` every 2 s while it runs; seconds
-    taken; raise with the log's tail on failure."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(log, 'w') as f:
-        f.write('$ ' + ' '.join(map(str, cmd)) + '\n')
-        f.flush()
-        proc = subprocess.Popen(list(map(str, cmd)), stdout=f, stderr=subprocess.STDOUT, env=dict(env), cwd=cwd)
-        while True:
-            try:
-                proc.wait(timeout=2)
-                break
-            except subprocess.TimeoutExpired:
-                poll()
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        tail = ''.join(log.read_text(errors='replace').splitlines(keepends=True)[-40:])
-        raise SwiftRunError(f'{Path(cmd[0]).name} {" ".join(map(str, cmd[1:3]))} failed (exit {proc.returncode}); '
-                            f'last lines of {log}:\n{tail}')
-    return seconds
-
-
 def logged_step(output_dir: Path) -> int:
     """The last global step ms-swift logged under `output_dir` (0 before the first log line)."""
     path = output_dir / 'logging.jsonl'
@@ -225,8 +196,7 @@ def logged_step(output_dir: Path) -> int:
 
 
 def train_arm(config: ProbeConfig, resolution: str, workdir: Path, *, model_dir: Optional[Path] = None,
-              env: Optional[Mapping[str, str]] = None, data_home_dir: Optional[Path] = None,
-              on_step: Callable[[int], None] = lambda step: None) -> ArmRun:
+              data_home_dir: Optional[Path] = None, on_step: Callable[[int], None] = lambda step: None) -> ArmRun:
     """Train one arm (reusing a finished run of the same configuration); returns its checkpoint and
     logs. `on_step(step)` is called with the last logged training step while it runs."""
     workdir = Path(workdir).resolve()
@@ -241,11 +211,10 @@ def train_arm(config: ProbeConfig, resolution: str, workdir: Path, *, model_dir:
     token_log = out / 'train_tokens.jsonl'
     if token_log.exists():
         token_log.unlink()   # the template appends
-    run_env = dict(env) if env is not None else probe_env(config, data_home_dir)
-    run_env['MEDRES_TOKEN_LOG'] = str(token_log)
+    run_env = {**probe_env(config, data_home_dir), 'MEDRES_TOKEN_LOG': str(token_log)}
     cmd = train_command(config, resolution, model_dir, out / 'train')
-    seconds = run_logged(cmd, run_env, out / 'sft.log', cwd=RECIPES_DIR.parent,
-                         poll=lambda: on_step(logged_step(out / 'train')))
+    seconds = run_logged(cmd, log_path=out / 'sft.log', env=run_env, name=f'medres train ({resolution} arm)',
+                         cwd=RECIPES_DIR.parent, poll=lambda: on_step(logged_step(out / 'train')))
     ckpt = last_checkpoint(out / 'train')
     losses = _losses(out / 'train')
     marker.write_text(json.dumps({'config': config.key(), 'checkpoint': str(ckpt), 'seconds': seconds,

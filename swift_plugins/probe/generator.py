@@ -131,12 +131,13 @@ def plan_split(spec: ProbeDataSpec, split: str, n: int) -> list[ProbeItem]:
     return items
 
 
-def fine_pattern(label: str, size: int) -> np.ndarray:
-    """+-1 striation of period 2 pixels for a class (size x size)."""
+def fine_pattern(label: str, height: int, width: Optional[int] = None) -> np.ndarray:
+    """+-1 striation of period 2 pixels for a class (height x width; square when width is omitted)."""
+    width = height if width is None else width
     orientation, parity = FINE_PATTERNS[label]
-    coord = np.arange(size)
+    coord = np.arange(width if orientation == 'vertical' else height)
     line = np.where(coord % 2 == parity, 1.0, -1.0)
-    return np.broadcast_to(line[None, :] if orientation == 'vertical' else line[:, None], (size, size))
+    return np.broadcast_to(line[None, :] if orientation == 'vertical' else line[:, None], (height, width))
 
 
 def border_envelope(size: int, border: int) -> np.ndarray:
@@ -237,7 +238,7 @@ def write_probe(spec: ProbeDataSpec, out: Path, *, force: bool = False) -> dict:
     """Write the prepared dataset folder `out` (atomic); reuse it when its manifest has the same key."""
     from PIL import Image
 
-    from ..prepare.common import MANIFEST, DatasetWriter, atomic_folder, file_hash, is_up_to_date, read_manifest
+    from ..prepare.common import MANIFEST, DatasetWriter, atomic_folder, file_manifest, is_up_to_date, read_manifest
     from ..registry import get_entry
 
     out = Path(out)
@@ -259,8 +260,7 @@ def write_probe(spec: ProbeDataSpec, out: Path, *, force: bool = False) -> dict:
             'labels': list(LABELS), 'split_seed': spec.seed,
             **manifest_facts(spec, writer.rows),
             'created_utc': datetime.now(timezone.utc).isoformat(timespec='seconds'),
-            'files': {p.relative_to(tmp).as_posix(): {'sha256': file_hash(p), 'bytes': p.stat().st_size}
-                      for p in sorted(tmp.rglob('*')) if p.is_file()},
+            'files': file_manifest(tmp),
             'fingerprint': spec.key(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding='utf-8')
@@ -283,11 +283,4 @@ def fine_statistics(image: np.ndarray, raw: bool = False) -> np.ndarray:
     detail = grey - np.kron(block, np.ones((2, 2)))
     if raw:
         return detail.ravel()
-    out = []
-    for label in LABELS:
-        orientation, parity = FINE_PATTERNS[label]
-        coord = np.arange(w if orientation == 'vertical' else h)
-        line = np.where(coord % 2 == parity, 1.0, -1.0)
-        pattern = line[None, :] if orientation == 'vertical' else line[:, None]
-        out.append(float((detail * pattern).mean()))
-    return np.array(out)
+    return np.array([float((detail * fine_pattern(label, h, w)).mean()) for label in LABELS])
