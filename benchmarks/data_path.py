@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from swift_plugins.families import Qwen2VL
-from swift_plugins.mixing import MixSlot
-from swift_plugins.resolution import FILTERS, ResolutionPolicy
+from swift_plugins.resolution.families import Qwen2VL
+from swift_plugins.resolution.mixing import MixSlot
+from swift_plugins.resolution.policy import FILTERS, ResolutionPolicy
 
 SIZES = [(2048, 2048), (1280, 1024)]
 

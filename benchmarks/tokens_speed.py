@@ -67,9 +67,9 @@ def main():
         build(root, args.images)
         os.environ.update({'MEDRES_REGISTRY': str(root), 'HF_DATASETS_CACHE': str(root / 'cache'),
                            'HF_HUB_OFFLINE': '1'})
-        from swift_plugins.families import Qwen2VL
-        from swift_plugins.resolution import ResolutionPolicy
-        from swift_plugins.tokens import load_registry_sizes, policy_costs
+        from swift_plugins.resolution.families import Qwen2VL
+        from swift_plugins.resolution.policy import ResolutionPolicy
+        from swift_plugins.resolution.tokens import load_registry_sizes, policy_costs
         t0 = time.perf_counter()
         splits = load_registry_sizes(['speed:train'])
         t_headers = time.perf_counter() - t0

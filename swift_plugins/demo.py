@@ -9,6 +9,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from rich.console import Console
 from rich.table import Table
@@ -16,8 +17,8 @@ from rich.table import Table
 from .fixtures.hub_vqa import build_local_sources
 from .fixtures.tiny_qwen2_vl import build_tiny_qwen2_vl
 from .fixtures.tiny_runs import tiny_infer_args, tiny_sft_args
-from .sources import LOCAL_SOURCES_ENV
-from .swift_run import OFFLINE_ENV, last_checkpoint, run_swift
+from .train.swift_run import last_checkpoint, run_swift
+from .vocabulary import OFFLINE_ENV, POLICY_ENV, Env
 
 console = Console()
 
@@ -37,10 +38,12 @@ class ArmResult:
     infer_log: Path
 
 
-def demo_env(workdir: Path, sources: Path) -> dict[str, str]:
+def demo_env(workdir: Path, sources: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """`base` (the caller's environment) without policy variables, offline, reading the demo's data."""
     return {
+        **{k: v for k, v in base.items() if k not in POLICY_ENV and k != Env.TOKEN_LOG},
         **OFFLINE_ENV,
-        LOCAL_SOURCES_ENV: str(sources),
+        Env.LOCAL_SOURCES: str(sources),
         # Keep the demo's dataset caches inside its folder.
         'MODELSCOPE_CACHE': str(workdir / 'cache' / 'modelscope'),
         'HF_DATASETS_CACHE': str(workdir / 'cache' / 'hf-datasets'),
@@ -64,8 +67,7 @@ def run_arm(arm: str, workdir: Path, model_dir: Path, env: dict[str, str], max_s
     for stale in (tokens_log, out / 'predictions' / 'vqa-rad-test.jsonl'):
         if stale.exists():
             stale.unlink()  # ms-swift and the token log append to existing files
-    env = {**env, 'MEDRES_RESOLUTION': arm, 'MEDRES_LOW_PIXELS': str(DEMO_LOW_PIXELS),
-           'MEDRES_TOKEN_LOG': str(tokens_log)}
+    env = {**env, Env.RESOLUTION: arm, Env.LOW_PIXELS: str(DEMO_LOW_PIXELS), Env.TOKEN_LOG: str(tokens_log)}
     run_swift('sft', tiny_sft_args(model_dir, 'medres/vqa-rad', out / 'train', max_steps=max_steps),
               env=env, log_path=out / 'sft.log', title=f'swift sft ({arm} resolution)')
     ckpt = last_checkpoint(out / 'train')
@@ -79,12 +81,12 @@ def run_arm(arm: str, workdir: Path, model_dir: Path, env: dict[str, str], max_s
                      sum(infer_tokens) / len(infer_tokens), out / 'sft.log', out / 'infer.log')
 
 
-def run_demo(workdir: Path, max_steps: int = 4) -> list[ArmResult]:
+def run_demo(workdir: Path, base_env: Mapping[str, str], max_steps: int = 4) -> list[ArmResult]:
     workdir = workdir.resolve()
     console.print(f'[bold]medres demo[/bold] in {workdir} (offline; tiny random-weight Qwen2-VL on CPU)')
     model_dir = build_tiny_qwen2_vl(workdir / 'models' / 'tiny-qwen2-vl')
     sources = build_local_sources(workdir / 'sources', names=['vqa-rad'])
-    env = demo_env(workdir, sources)
+    env = demo_env(workdir, sources, base_env)
     results = [run_arm(arm, workdir, model_dir, env, max_steps) for arm in ('native', 'low')]
 
     table = Table(title='medres demo: where the outputs went')

@@ -48,7 +48,7 @@ def swift_registered():
     """Import the plugin the way ms-swift does (`--external_plugins <file>`)."""
     from swift.utils import import_external_file
 
-    from swift_plugins.swift_run import PLUGIN_PATH
+    from swift_plugins.train.swift_run import PLUGIN_PATH
     return import_external_file(str(PLUGIN_PATH))
 
 
@@ -71,7 +71,7 @@ def isolated_env():
     Restored by value, not with monkeypatch: `datasets.Dataset.map(num_proc=...)` rebinds
     `os.environ` to a copy, so monkeypatch's undo would land on the old object and leak.
     """
-    import swift_plugins.mixing as mixing
+    import swift_plugins.resolution.mixing as mixing
     saved = {k: v for k, v in os.environ.items() if not k.startswith('MEDRES_')}
     for key in [k for k in os.environ if k.startswith('MEDRES_')]:
         del os.environ[key]

@@ -4,10 +4,10 @@ import pytest
 import tifffile
 from PIL import Image
 
-from swift_plugins.channels import WindowAccumulator, decode, decode_rgb, stain_plane
+from swift_plugins.data.channels import WindowAccumulator, decode, decode_rgb, stain_plane
+from swift_plugins.data.images import ImageDecodeError
+from swift_plugins.data.registry import Channel, RegistryError, load_entry
 from swift_plugins.fixtures.raw_sources import twelve_bit_ramp
-from swift_plugins.images import ImageDecodeError
-from swift_plugins.registry import Channel, RegistryError, load_entry
 
 
 def mapping(*spec):
@@ -88,10 +88,8 @@ def test_multichannel_stacks_need_an_explicit_mapping(tmp_path):
 
 def test_size_limit_missing_and_unreadable_tiffs(tmp_path, monkeypatch):
     tifffile.imwrite(tmp_path / 'big.tif', np.zeros((100, 120), np.uint16))
-    monkeypatch.setenv('MEDRES_MAX_IMAGE_PIXELS', '10000')
     with pytest.raises(ImageDecodeError, match=r'image is 120x100 = 12,000 pixels, over the limit of 10,000'):
-        decode(tmp_path / 'big.tif', 'here')
-    monkeypatch.delenv('MEDRES_MAX_IMAGE_PIXELS')
+        decode(tmp_path / 'big.tif', 'here', max_pixels=10000)
     data = (tmp_path / 'big.tif').read_bytes()
     (tmp_path / 'cut.tif').write_bytes(data[: len(data) // 3])
     with pytest.raises(ImageDecodeError, match=r'^row 7: unreadable TIFF'):

@@ -109,7 +109,7 @@ def test_finished_grid_reruns_as_no_op_and_refuses_changed_settings(checkpoints,
     assert again.returncode == 0 and (resumed / 'grid.md').read_text() == before
     changed = subprocess.run([a if a != LOW else '3136' for a in grid_cmd(checkpoints, resumed)],
                              capture_output=True, text=True)
-    assert changed.returncode == 2 and 'computed with other settings (policy differ)' in changed.stdout
+    assert changed.returncode == 2 and 'computed with other settings: the resolution policy changed' in changed.stderr
 
 
 @pytest.mark.slow

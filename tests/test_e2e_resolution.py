@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
-from swift_plugins.families import Qwen2VL
 from swift_plugins.fixtures.tiny_runs import tiny_infer_args, tiny_sft_args
-from swift_plugins.resolution import ResolutionPolicy
+from swift_plugins.resolution.families import Qwen2VL
+from swift_plugins.resolution.policy import ResolutionPolicy
 
 from helpers import swift
 
@@ -28,6 +28,12 @@ def test_mixed_training_then_low_and_native_inference(tiny_qwen2_vl, tmp_path, m
     # One epoch of the 24-row train split in 6 steps of 4.
     swift('sft', tiny_sft_args(tiny_qwen2_vl, 'medres/vqa-rad', out, max_steps=6), tmp_path / 'sft.log')
 
+    # The run records the policy it ran under beside ms-swift's args.json, and said so in its log.
+    saved = json.loads((out / 'medres_policy.json').read_text())
+    assert (out / 'args.json').is_file() and saved['command'] == 'sft'
+    assert saved['policy'] == ResolutionPolicy(mode='mixed', low_pixels=int(LOW)).as_dict()
+    assert 'medres: resolution policy for this swift sft: mixed' in (tmp_path / 'sft.log').read_text()
+
     train = [r for r in records(train_log) if r['training']]
     assert len({r['id'] for r in train}) == 24
     assert all(r['predicted_tokens'] == r['actual_tokens'] for r in train)
@@ -46,6 +52,7 @@ def test_mixed_training_then_low_and_native_inference(tiny_qwen2_vl, tmp_path, m
         preds = tmp_path / f'preds_{mode}.jsonl'
         swift('infer', tiny_infer_args(ckpt, 'medres/vqa-rad:test', preds), tmp_path / f'infer_{mode}.log')
         assert len(records(preds)) == 12
+        assert json.loads(preds.with_suffix('.medres_policy.json').read_text())['policy']['mode'] == mode
         recs = records(log)
         assert {r['decision'] for r in recs} == {mode} and all(not r['training'] for r in recs)
         assert all(r['predicted_tokens'] == r['actual_tokens'] for r in recs)

@@ -1,8 +1,8 @@
 """Grid and sweep pieces that need no model: cell specs, layout, paper column, recommendation."""
 import pytest
 
-from swift_plugins.grid import CellResult, CellSpec, GridConfig, GridError, markdown_table, table_rows
-from swift_plugins.sweep import SweepRow, recommend
+from swift_plugins.eval.grid import CellResult, CellSpec, GridConfig, GridError, markdown_table, table_rows
+from swift_plugins.eval.sweep import SweepRow, recommend
 
 
 def result(train, inference, dataset, value, low=None, high=None):
@@ -11,10 +11,10 @@ def result(train, inference, dataset, value, low=None, high=None):
     return CellResult(spec, None, {'primary': 'closed_accuracy', 'metrics': {'closed_accuracy': metric}}, 5.0, False)
 
 
-def test_cells_record_the_effective_policy_and_refuse_unknown_splits(tmp_path, monkeypatch):
-    monkeypatch.setenv('MEDRES_FILTER', 'bicubic')   # the user's shell setting reaches every cell
+def test_cells_record_the_effective_policy_and_refuse_unknown_splits(tmp_path):
+    shell = {'MEDRES_FILTER': 'bicubic'}   # the user's shell setting reaches every cell
     cfg = GridConfig(tmp_path, {'native': '/ckpt'}, ['vqa-rad', 'slake:validation'], ['low', 'native'],
-                     policy_overrides={'MEDRES_LOW_PIXELS': '4096'})
+                     policy_overrides={'MEDRES_LOW_PIXELS': '4096'}, env=shell)
     cells = cfg.cells()
     assert [(c.dataset, c.split, c.inference) for c in cells] == [
         ('vqa-rad', 'test', 'low'), ('vqa-rad', 'test', 'native'),
@@ -46,3 +46,58 @@ def test_sweep_recommends_best_and_cheapest_within_its_ci():
     assert best.setting == 'native' and cheapest.setting == 'low-200704'   # 45 is inside [35, 45]
     rows[0] = SweepRow('low-200704', 200704, 30.0, 25.0, 35.0, 100, 256)
     assert recommend(rows)[1].setting == 'low-1003520'
+
+
+def test_a_cell_is_keyed_by_content_so_edits_refuse_the_cached_result(tmp_path):
+    """Editing the inference recipe (temperature), the registry entry (prompt), the flags after --
+    or the checkpoint's files makes a finished cell refuse to be reused; unchanged, it is reused."""
+    import json
+    import os
+    import shutil
+
+    from swift_plugins.data.registry import BUILTIN_DIR, get_entry
+    from swift_plugins.eval.grid import make_spec, run_cell
+    from swift_plugins.settings import Settings
+    from swift_plugins.train.recipes import RECIPES_DIR
+
+    recipe = tmp_path / 'native.yaml'
+    shutil.copyfile(RECIPES_DIR / 'infer' / 'native.yaml', recipe)
+    registry = tmp_path / 'registry'
+    registry.mkdir()
+    shutil.copyfile(BUILTIN_DIR / 'vqa-rad.yaml', registry / 'vqa-rad.yaml')
+    ckpt = tmp_path / 'ckpt'
+    ckpt.mkdir()
+    (ckpt / 'model.safetensors').write_bytes(b'0' * 10)
+    settings = Settings(registry_dirs=(registry,))
+
+    def spec(extra=()):
+        entry = get_entry('vqa-rad', settings.registry_dirs)
+        return make_spec('native', str(ckpt), entry, 'test', 'native', recipe, {'MEDRES_RESOLUTION': 'native'},
+                         extra, 'strict')
+
+    cell = tmp_path / 'cell'
+    cell.mkdir()
+    score = {'primary': 'closed_accuracy', 'metrics': {'closed_accuracy': {'value': 50.0}}}
+    (cell / 'done.json').write_text(json.dumps({'spec': spec().as_record(), 'score': score}))
+    assert run_cell(spec(), cell, env={}, settings=settings).cached
+
+    def refused(match, extra=()):
+        with pytest.raises(GridError, match=match):
+            run_cell(spec(extra), cell, env={}, settings=settings)
+
+    refused('the flags passed to swift infer', extra=('--max_new_tokens', '16'))
+
+    original = recipe.read_text()
+    recipe.write_text(original.replace('temperature: 0 ', 'temperature: 0.2 '))
+    refused("the inference recipe's contents")
+    recipe.write_text(original)
+
+    entry_file = registry / 'vqa-rad.yaml'
+    original = entry_file.read_text()
+    entry_file.write_text(original.replace('system: You are a biomedical expert.', 'system: You are a radiologist.'))
+    os.utime(entry_file, ns=(1, 1))   # a different mtime even on coarse file systems
+    refused('the registry entry')
+    entry_file.write_text(original)
+
+    (ckpt / 'model.safetensors').write_bytes(b'1' * 11)   # retrained into the same folder
+    refused("the checkpoint's files")

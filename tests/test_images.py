@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from swift_plugins.images import ImageDecodeError, decode_to_rgb, window_to_uint8
+from swift_plugins.data.images import ImageDecodeError, decode_to_rgb, window_to_uint8
+from swift_plugins.settings import Settings
 
 
 def encode(im, fmt='PNG', **kw):
@@ -75,10 +76,11 @@ def test_corrupt_and_truncated_images_name_where_they_came_from():
 def test_pixel_limit_is_deliberate(monkeypatch):
     data = encode(Image.new('RGB', (200, 100)))
     monkeypatch.setenv('MEDRES_MAX_IMAGE_PIXELS', '10000')
+    limit = Settings.from_env().max_image_pixels      # read at the boundary, passed explicitly
     with pytest.raises(ImageDecodeError, match=r'200x100 = 20,000 pixels, over the limit of 10,000'):
-        decode_to_rgb(data, 'big')
+        decode_to_rgb(data, 'big', limit)
     monkeypatch.setenv('MEDRES_MAX_IMAGE_PIXELS', '30000')
-    assert decode_to_rgb(data, 'big').width == 200
+    assert decode_to_rgb(data, 'big', Settings.from_env().max_image_pixels).width == 200
 
 
 def test_multipage_tiff_is_refused():

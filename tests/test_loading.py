@@ -4,10 +4,11 @@ import io
 import pytest
 from PIL import Image
 
+from swift_plugins.data.registry import RegistryError, get_entry
+from swift_plugins.data.rows import DataError
+from swift_plugins.data.sources import resolve_source
 from swift_plugins.fixtures.hub_vqa import FIXTURE_SPECS, make_rows, write_hub_layout
-from swift_plugins.registry import RegistryError, get_entry
-from swift_plugins.rows import DataError
-from swift_plugins.sources import resolve_source
+from swift_plugins.settings import Settings
 
 from helpers import load
 
@@ -87,25 +88,26 @@ def test_missing_column_names_the_registry_field(tmp_path, monkeypatch):
 def test_source_resolution_order(tmp_path, monkeypatch):
     entry = get_entry('vqa-rad')
     monkeypatch.delenv('MEDRES_LOCAL_SOURCES', raising=False)
-    assert resolve_source(entry, use_hf=False).describe() == 'hf:flaviagiammarino/vqa-rad'  # no ms copy
-    assert resolve_source(entry, use_hf=True).kind == 'hf'
+    # no ms copy
+    assert resolve_source(entry, use_hf=False, settings=Settings.from_env()).describe() == 'hf:flaviagiammarino/vqa-rad'
+    assert resolve_source(entry, use_hf=True, settings=Settings.from_env()).kind == 'hf'
     monkeypatch.setenv('MEDRES_LOCAL_SOURCES', str(tmp_path))
-    assert resolve_source(entry, use_hf=True).kind == 'hf'  # no folder for it there
+    assert resolve_source(entry, use_hf=True, settings=Settings.from_env()).kind == 'hf'  # no folder for it there
     (tmp_path / 'vqa-rad').mkdir()
-    src = resolve_source(entry, use_hf=True)
+    src = resolve_source(entry, use_hf=True, settings=Settings.from_env())
     assert (src.kind, src.dataset_id) == ('local-override', str((tmp_path / 'vqa-rad').resolve()))
 
 
 def test_local_only_entry_without_its_folder_says_how_to_prepare(tmp_path):
-    from swift_plugins.registry import load_entry
+    from swift_plugins.data.registry import load_entry
     text = (get_entry('vqa-rad').path and open(get_entry('vqa-rad').path).read())
     text = text.replace('  hf: flaviagiammarino/vqa-rad', '  local: ./not-prepared-yet').replace('name: vqa-rad', 'name: mine')
     (tmp_path / 'mine.yaml').write_text(text)
     entry = load_entry(tmp_path / 'mine.yaml')
     with pytest.raises(RegistryError, match=r"mine\.yaml: field 'sources\.local': folder .*not-prepared-yet does not exist"):
-        resolve_source(entry, use_hf=False)
+        resolve_source(entry, use_hf=False, settings=Settings.from_env())
     (tmp_path / 'not-prepared-yet').mkdir()
-    assert resolve_source(entry, use_hf=False).kind == 'local'
+    assert resolve_source(entry, use_hf=False, settings=Settings.from_env()).kind == 'local'
 
 
 @pytest.mark.usefixtures('swift_registered')
@@ -129,8 +131,8 @@ def test_local_jsonl_source_with_relative_image_paths(tmp_path, monkeypatch):
         'prompt: {question: "Which tissue is this? Answer with one of: {labels}."}\n'
         'native_size: {width: 40, height: 30}\nlicense: x\ncitation: y\n')
     monkeypatch.setenv('MEDRES_REGISTRY', str(reg))
-    from swift_plugins.register import register_datasets
-    register_datasets()
+    from swift_plugins.data.loader import register_datasets
+    register_datasets(Settings.from_env())
     ds = load('medres/tissue:test')
     assert [r['messages'][2]['content'] for r in ds] == ['tumor', 'normal', 'tumor']
     assert ds[0]['messages'][1]['content'] == '<image>Which tissue is this? Answer with one of: tumor, normal.'
@@ -139,7 +141,7 @@ def test_local_jsonl_source_with_relative_image_paths(tmp_path, monkeypatch):
 
 
 def test_data_home_placeholder_in_local_source(tmp_path, monkeypatch):
-    from swift_plugins.registry import load_entry
+    from swift_plugins.data.registry import load_entry
     text = open(get_entry('vqa-rad').path).read()
     text = text.replace('  hf: flaviagiammarino/vqa-rad', '  local: ${MEDRES_DATA_HOME}/prepared/mine').replace(
         'name: vqa-rad', 'name: mine')
@@ -147,14 +149,15 @@ def test_data_home_placeholder_in_local_source(tmp_path, monkeypatch):
     entry = load_entry(tmp_path / 'mine.yaml')
     (tmp_path / 'home' / 'prepared' / 'mine').mkdir(parents=True)
     monkeypatch.setenv('MEDRES_DATA_HOME', str(tmp_path / 'home'))
-    assert resolve_source(entry, use_hf=False).dataset_id == str(tmp_path / 'home' / 'prepared' / 'mine')
+    found = resolve_source(entry, use_hf=False, settings=Settings.from_env()).dataset_id
+    assert found == str(tmp_path / 'home' / 'prepared' / 'mine')
     monkeypatch.delenv('MEDRES_DATA_HOME')
     monkeypatch.setenv('HOME', str(tmp_path / 'user'))
     with pytest.raises(RegistryError, match=r'user/\.cache/medres/prepared/mine does not exist'):
-        resolve_source(entry, use_hf=False)
+        resolve_source(entry, use_hf=False, settings=Settings.from_env())
 
 
 def test_image_key_identifies_shared_images():
-    from swift_plugins.rows import image_key
+    from swift_plugins.data.rows import image_key
     assert image_key(b'abc') == image_key(b'abc') != image_key(b'abd')
     assert image_key('/x/y.png') == image_key('/x/../x/y.png')

@@ -1,7 +1,9 @@
 """The paper's tables load tidily and reproduce the numbers its text quotes."""
 import pytest
 
-from swift_plugins.paper import DATASETS, INFERENCES, TRAININGS, paper_model, paper_table, paper_value
+from swift_plugins.eval.paper import DATASETS, paper_model, paper_table, paper_value
+from swift_plugins.vocabulary import INFERENCE_MODES as INFERENCES
+from swift_plugins.vocabulary import TRAINING_ARMS as TRAININGS
 
 
 def test_tidy_table_is_complete():

@@ -4,12 +4,12 @@ from collections import Counter
 
 import pytest
 
-from swift_plugins.cli import main
+from swift_plugins.cli.main import main
+from swift_plugins.data.registry import get_entry
 from swift_plugins.fixtures.raw_sources import CERVICAL_COUNTS, CERVICAL_SIZE, build_cervical
 from swift_plugins.prepare import prepare
 from swift_plugins.prepare.cervical import stratified_test
 from swift_plugins.prepare.common import PrepareError
-from swift_plugins.registry import get_entry
 
 from helpers import load
 from helpers import prepared_rows as rows

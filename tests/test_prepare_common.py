@@ -4,12 +4,13 @@ import os
 
 import pytest
 
-from swift_plugins.cli import main
+from swift_plugins.cli.main import main
+from swift_plugins.data.registry import RegistryError, get_entry
+from swift_plugins.data.sources import resolve_source
 from swift_plugins.fixtures.raw_sources import build_cervical
 from swift_plugins.prepare import prepare
 from swift_plugins.prepare.common import DatasetWriter, PrepareError
-from swift_plugins.registry import RegistryError, get_entry
-from swift_plugins.sources import resolve_source
+from swift_plugins.settings import Settings
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_interrupted_run_leaves_nothing_the_registry_would_load(raw, data_home, 
     prepared = data_home / 'prepared'
     assert list(prepared.iterdir()) == []      # no output folder, no partial folder left behind
     with pytest.raises(RegistryError, match=r"cervical\.yaml: field 'sources\.local': folder .* does not exist"):
-        resolve_source(get_entry('cervical'), use_hf=False)
+        resolve_source(get_entry('cervical'), use_hf=False, settings=Settings.from_env())
 
     # A complete dataset survives an interrupted rebuild untouched.
     monkeypatch.setattr(DatasetWriter, 'copy', real)
@@ -91,9 +92,9 @@ def test_second_run_is_a_no_op_that_says_so(raw, tmp_path, capsys):
 def test_cli_errors_and_refusals(raw, tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert main(['prepare', 'cervical', '--raw', str(empty)]) == 1
-    assert 'prepare error:' in capsys.readouterr().err
-    assert main(['prepare', 'wsi', '--raw', str(tmp_path / 'absent')]) == 1
+    assert main(['prepare', 'cervical', '--raw', str(empty)]) == 2
+    assert 'medres: error: ' in capsys.readouterr().err
+    assert main(['prepare', 'wsi', '--raw', str(tmp_path / 'absent')]) == 2
     assert 'not a folder' in capsys.readouterr().err
 
     precious = tmp_path / 'precious'

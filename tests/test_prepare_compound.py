@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from swift_plugins.cli import main
+from swift_plugins.cli.main import main
+from swift_plugins.data.registry import get_entry
 from swift_plugins.fixtures.raw_sources import BBBC_MOA, BBBC_PLATES, BBBC_SIZE, build_bbbc021, twelve_bit_ramp
 from swift_plugins.prepare import prepare
 from swift_plugins.prepare.common import PrepareError
-from swift_plugins.registry import get_entry
 
 from helpers import load
 from helpers import prepared_rows as rows

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from swift_plugins.data.registry import get_entry
 from swift_plugins.fixtures.raw_sources import HPA_COLUMNS, HPA_SIZE, build_hpa
 from swift_plugins.prepare import prepare
 from swift_plugins.prepare.common import PrepareError
-from swift_plugins.registry import get_entry
 
 from helpers import load
 from helpers import prepared_rows as rows

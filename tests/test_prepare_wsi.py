@@ -5,11 +5,11 @@ import pytest
 import tifffile
 from PIL import Image
 
-import swift_plugins.prepare.wsi_vqa as wsi_vqa
+import swift_plugins.prepare.wsi as wsi_vqa
+from swift_plugins.data.slides import _choose
 from swift_plugins.fixtures.raw_sources import WSI_LEVEL0, build_wsi_vqa, write_pyramid
 from swift_plugins.prepare import prepare
 from swift_plugins.prepare.common import PrepareError
-from swift_plugins.slides import _choose
 
 from helpers import load
 from helpers import prepared_rows as rows

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from swift_plugins.families import Qwen2VL
 from swift_plugins.probe.arms import ProbeConfig, prepare_probe, probe_env, train_command
 from swift_plugins.probe.generator import LABELS, ProbeDataSpec, ProbeItem, fine_statistics, plan_split, render, write_probe
-from swift_plugins.resolution import ResolutionPolicy
+from swift_plugins.resolution.families import Qwen2VL
+from swift_plugins.resolution.policy import ResolutionPolicy
 
 from helpers import run_medres
 
@@ -218,7 +218,7 @@ def test_default_probe_shows_the_papers_pattern(tmp_path_factory, seed):
     """The default size, three seeds: every claim of the paper's pattern holds (see README)."""
 
     work = tmp_path_factory.mktemp(f'probe{seed}')
-    run_medres('probe', '--seed', str(seed), '--workdir', str(work), '--data-home', str(work / 'home'), '--check')
+    run_medres('probe', '--replicate-seed', str(seed), '--workdir', str(work), '--data-home', str(work / 'home'), '--check')
     folder = work / f'default-seed{seed}-{ProbeConfig.preset("default", seed).key()}'
     report = json.loads((folder / 'probe.json').read_text())
     failed = [c['detail'] for c in report['checks'] if not c['holds']]
@@ -231,7 +231,7 @@ def test_default_probe_shows_the_papers_pattern(tmp_path_factory, seed):
 
 
 def _cell(correct_ids, n=200):
-    from swift_plugins.scoring import RowScore
+    from swift_plugins.eval.scoring import RowScore
     return [RowScore(id=f'probe/test/{i}', image_key=f'img{i}', kind='classification', gold='alpha',
                      response='alpha' if i in correct_ids else 'beta',
                      status='correct' if i in correct_ids else 'wrong', correct=i in correct_ids)
@@ -241,8 +241,8 @@ def _cell(correct_ids, n=200):
 def test_pattern_checks_decide_each_claim_from_paired_rows():
     """The paper's pattern as the probe states it: all claims hold on rows shaped like the paper's
     findings; a mixed arm 10 points under native fails only 'within 5 points'; a cell missing is named."""
+    from swift_plugins.data.registry import get_entry
     from swift_plugins.probe.pattern import cue_breakdown, pattern_checks
-    from swift_plugins.registry import get_entry
 
     entry = get_entry('probe')
     hue = set(range(150))                               # the hue names the class on 75% of 200

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from swift_plugins.launch import LaunchError, batch_plan, launch_command, launch_env
-from swift_plugins.recipes import RECIPES_DIR, build
-from swift_plugins.resolution import ResolutionPolicy
+from swift_plugins.resolution.policy import ResolutionPolicy
+from swift_plugins.train.launch import LaunchError, batch_plan, launch_command, launch_env
+from swift_plugins.train.recipes import RECIPES_DIR, build
 
 TRAIN = sorted((RECIPES_DIR / 'train').glob('*.yaml'))
 INFER = sorted((RECIPES_DIR / 'infer').glob('*.yaml'))
@@ -122,7 +122,7 @@ def test_cli_dry_run_and_refusal():
     assert '--deepspeed zero3 --dataset medres/slake' in out.stdout
     bad = subprocess.run([MEDRES, 'train', str(recipe), '--nproc-per-node', '6', '--dry-run'],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and 'cannot reach a global batch of 128' in bad.stdout
+    assert bad.returncode == 2 and 'cannot reach a global batch of 128' in bad.stderr
 
 
 CPU_RUNS = [

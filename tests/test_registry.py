@@ -6,7 +6,8 @@ import textwrap
 
 import pytest
 
-from swift_plugins.registry import BUILTIN_DIR, RegistryError, get_entry, load_entry, load_registry
+from swift_plugins.data.registry import BUILTIN_DIR, RegistryError, get_entry, load_entry, load_registry
+from swift_plugins.settings import Settings
 
 VALID = textwrap.dedent("""\
     name: {name}
@@ -51,7 +52,7 @@ def test_builtin_entries_hold_the_paper_facts():
 def test_valid_user_entry_loads_and_formats_labels(tmp_path):
     entry = load_entry(write(tmp_path, 'mine', VALID.format(name='mine')))
     assert entry.labels == ['tumor', 'normal']
-    from swift_plugins.rows import format_question
+    from swift_plugins.data.rows import format_question
     assert format_question(entry, 'ignored') == 'Which tissue is this? Options: tumor, normal.'
 
 
@@ -86,23 +87,26 @@ def test_user_folder_adds_and_overrides(tmp_path, monkeypatch):
     text = (BUILTIN_DIR / 'vqa-rad.yaml').read_text().replace('title: VQA-RAD', 'title: VQA-RAD (mine)')
     write(tmp_path, 'vqa-rad', text)
     monkeypatch.setenv('MEDRES_REGISTRY', str(tmp_path))
-    entries = load_registry()
+    dirs = Settings.from_env().registry_dirs      # the environment is read at the boundary only
+    assert dirs == (tmp_path,)
+    entries = load_registry(dirs)
     assert entries['mine'].title == 'My dataset'
     assert entries['vqa-rad'].title == 'VQA-RAD (mine)'
-    assert get_entry('medres/mine').name == 'mine'
+    assert get_entry('medres/mine', dirs).name == 'mine'
+    assert 'mine' not in load_registry()
     with pytest.raises(RegistryError, match='unknown dataset'):
-        get_entry('nope')
+        get_entry('nope', dirs)
 
 
 def test_missing_user_folder_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setenv('MEDRES_REGISTRY', str(tmp_path / 'absent'))
     with pytest.raises(RegistryError, match='absent: registry folder does not exist'):
-        load_registry()
+        load_registry(Settings.from_env().registry_dirs)
 
 
 def _medres(*args):
     env = {**os.environ, 'COLUMNS': '200'}  # rich folds tables to the terminal width
-    return subprocess.run([sys.executable, '-m', 'swift_plugins.cli', *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, '-m', 'swift_plugins.cli.main', *args], capture_output=True, text=True, env=env)
 
 
 def test_cli_datasets_lists_entries_and_reports_bad_files(tmp_path):
@@ -119,15 +123,15 @@ def test_cli_datasets_lists_entries_and_reports_bad_files(tmp_path):
                                                                        'task: {kind: segmentation}'))
     out = _medres('--registry', str(tmp_path), 'datasets')
     assert out.returncode == 2
-    assert str(bad) in out.stdout
-    assert "'task.kind'" in out.stdout and 'Traceback' not in out.stdout + out.stderr
+    assert str(bad) in out.stderr and out.stderr.startswith('medres: error: ')
+    assert "'task.kind'" in out.stderr and 'Traceback' not in out.stdout + out.stderr
 
 
 def test_cli_plugin_path_points_at_the_plugin_file():
     out = _medres('plugin-path')
     path = out.stdout.strip()
     assert out.returncode == 0 and path.endswith('medres_plugin.py')
-    assert 'register_all()' in open(path).read()
+    assert 'register_datasets(' in open(path).read()
 
 
 def test_prepared_entries_hold_the_paper_facts():
@@ -170,5 +174,5 @@ def test_a_bad_registry_file_stops_swift_with_file_and_field(tmp_path):
     out = subprocess.run([str(BIN / 'swift'), 'sft', '--external_plugins', plugin_path(), '--model', 'x',
                           '--dataset', 'medres/bad'], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode != 0
-    assert f"medres: registry error: {tmp_path / 'bad.yaml'}: field 'metric'" in out.stderr
+    assert f"medres: error: {tmp_path / 'bad.yaml'}: field 'metric'" in out.stderr
     assert 'Traceback' not in out.stderr

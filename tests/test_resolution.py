@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from swift_plugins.families import InternVL, LlavaOneVision, Qwen2VL, get_family
-from swift_plugins.mixing import MixSlot, QuotaBook, iid_is_low, mix_slots
-from swift_plugins.resolution import FILTERS, PAPER_LOW_PIXELS, PolicyError, ResolutionPolicy
+from swift_plugins.resolution.families import InternVL, LlavaOneVision, Qwen2VL, get_family
+from swift_plugins.resolution.mixing import MixSlot, QuotaBook, iid_is_low, mix_slots
+from swift_plugins.resolution.policy import RESAMPLE as FILTERS
+from swift_plugins.resolution.policy import PolicyError, ResolutionPolicy
+from swift_plugins.vocabulary import PAPER_LOW_PIXELS
 
 QWEN = Qwen2VL()
 

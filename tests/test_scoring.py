@@ -1,9 +1,9 @@
 """Scoring rules: adversarial outputs against strict and compat modes, open-answer metrics, summaries."""
 import pytest
 
-from swift_plugins.predictions import Prediction
-from swift_plugins.registry import Entry, get_entry
-from swift_plugins.scoring import (
+from swift_plugins.data.registry import Entry, get_entry
+from swift_plugins.eval.predictions import Prediction
+from swift_plugins.eval.scoring import (
     LabelMatcher,
     RowScorer,
     ScoreError,
@@ -202,12 +202,12 @@ PREDICTIONS = [  # (response, gold, image): 3 images, 4 closed + 2 open question
 def test_cli_score_prints_table_and_writes_json_and_rows(tmp_path, capsys):
     import json
 
-    from swift_plugins.cli import main
+    from swift_plugins.cli.main import main
     preds = write_jsonl(tmp_path / 'preds.jsonl',
                         [infer_row(i, r, g, k) for i, (r, g, k) in enumerate(PREDICTIONS)])
     out = tmp_path / 'scores' / 'vqa-rad.json'
     assert main(['score', '--dataset', 'medres/vqa-rad', '--predictions', str(preds), '--out', str(out),
-                 '--n-boot', '300', '--seed', '1']) == 0
+                 '--n-boot', '300', '--bootstrap-seed', '1']) == 0
     printed = capsys.readouterr().out
     assert 'closed_accuracy' in printed and '50.0' in printed and 'token_recall' in printed
 
@@ -240,20 +240,20 @@ def test_cli_score_prints_table_and_writes_json_and_rows(tmp_path, capsys):
 def test_cli_score_rejects_bad_prediction_files(tmp_path, capsys, rows, message):
     import re
 
-    from swift_plugins.cli import main
+    from swift_plugins.cli.main import main
     preds = write_jsonl(tmp_path / 'preds.jsonl', rows)
     out = tmp_path / 'score.json'
     assert main(['score', '--dataset', 'vqa-rad', '--predictions', str(preds), '--out', str(out)]) == 2
-    printed = capsys.readouterr().out
-    assert 'score error' in printed and re.search(message, printed), printed
+    printed = capsys.readouterr().err
+    assert printed.startswith('medres: error: ') and re.search(message, printed), printed
     assert not out.exists()
 
 
 def test_cli_score_unknown_dataset(tmp_path, capsys):
-    from swift_plugins.cli import main
+    from swift_plugins.cli.main import main
     preds = write_jsonl(tmp_path / 'preds.jsonl', [infer_row(0, 'yes', 'yes', 'a')])
     assert main(['score', '--dataset', 'nope', '--predictions', str(preds)]) == 2
-    assert "unknown dataset 'nope'" in capsys.readouterr().out
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
 
 
 def test_labels_strict_cannot_separate_are_refused_in_strict_mode_only():
@@ -264,9 +264,9 @@ def test_labels_strict_cannot_separate_are_refused_in_strict_mode_only():
 
 
 def test_cli_score_missing_or_empty_file(tmp_path, capsys):
-    from swift_plugins.cli import main
+    from swift_plugins.cli.main import main
     assert main(['score', '--dataset', 'vqa-rad', '--predictions', str(tmp_path / 'absent.jsonl')]) == 2
-    assert 'absent.jsonl: cannot read' in capsys.readouterr().out
+    assert 'absent.jsonl: cannot read' in capsys.readouterr().err
     (tmp_path / 'empty.jsonl').write_text('\n')
     assert main(['score', '--dataset', 'vqa-rad', '--predictions', str(tmp_path / 'empty.jsonl')]) == 2
-    assert 'empty.jsonl: no predictions' in capsys.readouterr().out
+    assert 'empty.jsonl: no predictions' in capsys.readouterr().err

@@ -8,7 +8,7 @@ from scipy.stats import binomtest
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 
-from swift_plugins.stats import cluster_bootstrap_ci, compare_paired, holm, mcnemar_exact
+from swift_plugins.eval.stats import cluster_bootstrap_ci, compare_paired, holm, mcnemar_exact
 
 
 def clustered_bernoulli(rng, n_images, per_image, p, rho):

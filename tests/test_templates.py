@@ -6,9 +6,9 @@ import json
 import pytest
 from PIL import Image
 
-from swift_plugins.families import Qwen2VL
-from swift_plugins.resolution import PolicyError, ResolutionPolicy
-from swift_plugins.templates import TokenMismatchError
+from swift_plugins.resolution.families import Qwen2VL
+from swift_plugins.resolution.policy import PolicyError, ResolutionPolicy
+from swift_plugins.resolution.templates import TokenMismatchError
 
 SIZES = [(1000, 700), (300, 200), (90, 60), (400, 900)]
 
@@ -139,7 +139,7 @@ def test_redraw_needs_the_epoch_callback(tiny_qwen2_vl, monkeypatch):
 def test_redraw_rotates_the_low_half_each_epoch_with_the_callback(tiny_qwen2_vl, monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    import swift_plugins.epoch as epoch
+    import swift_plugins.resolution.epoch as epoch
     monkeypatch.setattr(epoch, '_STATE', {'epoch': 0, 'active': False})
     monkeypatch.setenv('MEDRES_RESOLUTION', 'mixed')
     monkeypatch.setenv('MEDRES_MIX_REDRAW', '1')

@@ -7,16 +7,18 @@ import sys
 import pytest
 from PIL import Image
 
-from swift_plugins.families import Qwen2VL
+from swift_plugins.data.sizes import jsonl_split_sizes, load_registry_sizes
 from swift_plugins.fixtures.hub_vqa import FIXTURE_SPECS
-from swift_plugins.resolution import ResolutionPolicy
-from swift_plugins.tokens import jsonl_split_sizes, load_registry_sizes, policy_costs
+from swift_plugins.resolution.families import Qwen2VL
+from swift_plugins.resolution.policy import ResolutionPolicy
+from swift_plugins.resolution.tokens import policy_costs
+from swift_plugins.settings import Settings
 
 
 @pytest.mark.usefixtures('swift_registered', 'use_local_sources')
 def test_header_sizes_match_the_loaded_rows():
     from swift.dataset import load_dataset
-    (sizes,) = load_registry_sizes(['vqa-rad:test'])
+    (sizes,) = load_registry_sizes(['vqa-rad:test'], Settings.from_env())
     rows, _ = load_dataset('medres/vqa-rad:test')
     assert sizes.sizes == [(r['chat_template_kwargs']['medres']['width'], r['chat_template_kwargs']['medres']['height'])
                            for r in rows]
@@ -25,7 +27,7 @@ def test_header_sizes_match_the_loaded_rows():
 @pytest.mark.usefixtures('swift_registered', 'use_local_sources')
 def test_mixed_costs_use_the_loaders_balanced_draw(monkeypatch):
     from swift.dataset import load_dataset
-    splits = load_registry_sizes(['vqa-rad:train', 'slake:train'])
+    splits = load_registry_sizes(['vqa-rad:train', 'slake:train'], Settings.from_env())
     policy = ResolutionPolicy(mode='mixed', low_pixels=3136)
     costs = policy_costs(splits, Qwen2VL(), policy)
     n_rad, n_slake = (FIXTURE_SPECS[n]['split_sizes']['train'] for n in ('vqa-rad', 'slake'))
@@ -36,7 +38,7 @@ def test_mixed_costs_use_the_loaders_balanced_draw(monkeypatch):
     monkeypatch.setenv('MEDRES_RESOLUTION', 'mixed')
     monkeypatch.setenv('MEDRES_LOW_PIXELS', '3136')
     train, _ = load_dataset(['medres/vqa-rad', 'medres/slake'])
-    from swift_plugins.mixing import MixSlot
+    from swift_plugins.resolution.mixing import MixSlot
     low_ids = {r['chat_template_kwargs']['medres']['id'] for r in train
                if MixSlot(**r['chat_template_kwargs']['medres']['mix']).is_low()}
     assert len(low_ids) == sum(c.low_images for c in costs)
@@ -65,7 +67,7 @@ def test_jsonl_input_and_cost_of_low(tmp_path):
 
 @pytest.mark.usefixtures('use_local_sources')
 def test_cli_json():
-    out = subprocess.run([sys.executable, '-m', 'swift_plugins.cli', 'tokens', '--dataset', 'vqa-rad:test',
+    out = subprocess.run([sys.executable, '-m', 'swift_plugins.cli.main', 'tokens', '--dataset', 'vqa-rad:test',
                           '--low-pixels', '3136', '--json'], capture_output=True, text=True, env=os.environ.copy())
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)

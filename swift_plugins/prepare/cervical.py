@@ -14,9 +14,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..channels import decode_rgb, is_plain_rgb
-from ..images import ImageDecodeError
-from .common import Context, Converter, DatasetWriter, Plan, PrepareError, safe_name
+from ..data.channels import decode_rgb, is_plain_rgb
+from ..errors import ImageDecodeError, PrepareError
+from ..vocabulary import PAPER_CERVICAL_TEST_IMAGES
+from .common import Context, Converter, DatasetWriter, Plan, safe_name
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp'}
 # Folder-name spellings (lower case, letters and digits only) -> registry label.
@@ -62,8 +63,8 @@ class CervicalConverter(Converter):
     raw_help = 'the extracted Mendeley download: one folder per class (any depth)'
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument('--test-size', type=int, default=200,
-                            help='test images, stratified by class (default: 200, as the paper)')
+        parser.add_argument('--test-size', type=int, default=PAPER_CERVICAL_TEST_IMAGES,
+                            help=f'test images, stratified by class (default: {PAPER_CERVICAL_TEST_IMAGES}, as the paper)')
 
     def plan(self, ctx: Context) -> Plan:
         labels = set(ctx.entry.labels)
@@ -126,7 +127,7 @@ class CervicalConverter(Converter):
         for item in tqdm(plan.items, desc='cervical images', unit='img', disable=None):
             rel_src = item['path'].relative_to(ctx.raw).as_posix()
             try:
-                rgb, _ = decode_rgb(item['path'], f'cervical {rel_src}')
+                rgb, _ = decode_rgb(item['path'], f'cervical {rel_src}', max_pixels=ctx.max_pixels)
                 stem = f'images/{item["split"]}/{safe_name(item["id"])}'
                 if is_plain_rgb(item['path']):  # copied as downloaded: re-encoding adds only bytes
                     image = writer.copy(item['path'], stem + item['path'].suffix.lower())

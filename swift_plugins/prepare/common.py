@@ -29,16 +29,15 @@ import yaml
 from PIL import Image
 from rich.console import Console
 
-from ..registry import Entry
+from ..data.registry import Entry
+from ..errors import PrepareError
+from ..settings import Settings
+from ..vocabulary import BAD_ROW_MODES, Env
 
-ON_ERROR_CHOICES = ('error', 'skip')
+ON_ERROR_CHOICES = BAD_ROW_MODES
 MANIFEST = 'manifest.json'
 CARD = 'README.md'
 console = Console(stderr=True, soft_wrap=True)
-
-
-class PrepareError(RuntimeError):
-    """The raw input cannot be prepared; the message names the file, row or item."""
 
 
 class Report:
@@ -76,6 +75,12 @@ class Context:
     on_error: str
     options: dict
     report: Report
+    settings: Settings = field(default_factory=Settings)
+
+    @property
+    def max_pixels(self) -> int:
+        """The image size limit every decode of this run honours."""
+        return self.settings.max_image_pixels
 
 
 @dataclass
@@ -317,21 +322,21 @@ def build_manifest(converter: Converter, ctx: Context, plan: Plan, writer: Datas
     return manifest
 
 
-def default_out(name: str) -> Path:
-    from ..sources import data_home
-    return data_home() / 'prepared' / name
+def default_out(name: str, settings: Settings) -> Path:
+    return settings.data_home / 'prepared' / name
 
 
 def run(converter: Converter, entry: Entry, raw: Path, out: Optional[Path], *, seed: int = 42,
-        on_error: str = 'error', options: Optional[dict] = None, force: bool = False) -> dict:
+        on_error: str = 'error', options: Optional[dict] = None, force: bool = False,
+        settings: Settings = Settings()) -> dict:
     """Plan, skip if up to date, else build atomically; returns the manifest."""
     raw = Path(raw)
     if not raw.is_dir():
         raise PrepareError(f'--raw {raw}: not a folder')
-    out = Path(out) if out is not None else default_out(entry.name)
+    out = Path(out) if out is not None else default_out(entry.name, settings)
     if out.resolve().is_relative_to(raw.resolve()):
         raise PrepareError(f'--out {out} is inside --raw {raw}; the next run would read its own output')
-    ctx = Context(entry, raw, out, seed, on_error, dict(options or {}), Report(entry.name, on_error))
+    ctx = Context(entry, raw, out, seed, on_error, dict(options or {}), Report(entry.name, on_error), settings)
     plan = converter.plan(ctx)
     fp = fingerprint(converter, ctx, plan.inputs)
     if not force and is_up_to_date(out, fp):
@@ -349,11 +354,11 @@ def run(converter: Converter, entry: Entry, raw: Path, out: Optional[Path], *, s
         manifest = build_manifest(converter, ctx, plan, writer, extra, fp)
         # Written last: a folder with a manifest is a complete one.
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding='utf-8')
-    print_summary(entry, out, manifest)
+    print_summary(entry, out, manifest, default_out(entry.name, settings))
     return manifest
 
 
-def print_summary(entry: Entry, out: Path, manifest: dict) -> None:
+def print_summary(entry: Entry, out: Path, manifest: dict, default: Path) -> None:
     counts = ', '.join(f'{s} {n:,}' for s, n in manifest['counts'].items())
     say = lambda text: console.print(text, highlight=False, markup=False)   # noqa: E731  (paths, ids: no markup)
     say(f'medres prepare {entry.name}: wrote {sum(manifest["counts"].values()):,} rows ({counts}) and their '
@@ -368,9 +373,9 @@ def print_summary(entry: Entry, out: Path, manifest: dict) -> None:
             say(f'    {s["item"]}: {s["reason"]}')
     for rule, ex in manifest['excluded'].items():
         say(f'  excluded by rule {rule!r}: {ex["count"]:,} (listed in {MANIFEST})')
-    if out.resolve() != default_out(entry.name).resolve():
-        hint = (f'MEDRES_LOCAL_SOURCES={out.parent}' if out.name == entry.name
-                else f'--out {default_out(entry.name)} (or a folder named {entry.name} + MEDRES_LOCAL_SOURCES)')
+    if out.resolve() != default.resolve():
+        hint = (f'{Env.LOCAL_SOURCES}={out.parent}' if out.name == entry.name
+                else f'--out {default} (or a folder named {entry.name} + {Env.LOCAL_SOURCES})')
         say(f'  {entry.registered_name} loads it with {hint}')
     else:
         say(f'  {entry.registered_name} loads it now (e.g. --dataset {entry.registered_name})')

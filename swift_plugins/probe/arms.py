@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 from ..fixtures.tiny_qwen2_vl import TinyQwen2VLSpec, build_tiny_qwen2_vl
-from ..recipes import RECIPES_DIR
-from ..sources import DATA_HOME_ENV, LOCAL_SOURCES_ENV, data_home
-from ..swift_run import OFFLINE_ENV, last_checkpoint, run_logged
+from ..settings import Settings
+from ..train.recipes import RECIPES_DIR
+from ..train.swift_run import last_checkpoint, run_logged
+from ..vocabulary import OFFLINE_ENV, PAPER_MIX_RATIO, POLICY_ENV, RESOLUTION_MODES, Env
 from .generator import ENTRY_NAME, ProbeDataSpec, dataset_root, write_probe
 
-TRAIN_RESOLUTIONS = ('low', 'native', 'mixed')
+TRAIN_RESOLUTIONS = RESOLUTION_MODES
 # The recipe family the arms run: Qwen2-VL-2B full finetuning, with the model swapped for a tiny one.
 RECIPE_MODEL = 'qwen2-vl-2b-full'
 SIZES = ('quick', 'default')
-# Variables of the resolution policy: an inherited one would override the recipe's ENV section
-# (ms-swift lets the environment win), so cells start without them and set only what the probe owns.
-POLICY_PREFIX = 'MEDRES_'
 
 
 @dataclass(frozen=True)
@@ -54,7 +51,7 @@ class ProbeConfig:
     train: TrainSpec
     # A quarter of the native pixels (224x224 -> 112x112): exactly 2x per side, which cancels the fine cue.
     low_pixels: int = 112 * 112
-    mix_ratio: float = 0.5
+    mix_ratio: float = PAPER_MIX_RATIO
     max_new_tokens: int = 4
     infer_batch: int = 32
 
@@ -89,7 +86,7 @@ PROBE_MODEL = TinyQwen2VLSpec(vision_depth=2, vision_embed_dim=32, vision_num_he
 
 # ------------------------------------------------------------------------------ data, model, env
 
-def prepare_probe(config: ProbeConfig, data_home_dir: Optional[Path] = None, *, force: bool = False) -> Path:
+def prepare_probe(config: ProbeConfig, data_home_dir: Path, *, force: bool = False) -> Path:
     """Write (or reuse) the dataset of `config`; returns the dataset folder `<root>/probe`."""
     out = dataset_root(config.data, data_home_dir) / ENTRY_NAME
     write_probe(config.data, out, force=force)
@@ -102,27 +99,32 @@ def build_probe_model(config: ProbeConfig, workdir: Path) -> Path:
     return build_tiny_qwen2_vl(Path(workdir) / 'models' / f'tiny-qwen2-vl-{key}', config.model)
 
 
-def probe_env(config: ProbeConfig, data_home_dir: Optional[Path] = None, *,
-              base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
+def probe_settings(config: ProbeConfig, settings: Settings) -> Settings:
+    """`settings` with the probe's dataset root as the local source of `medres/probe`."""
+    return replace(settings, local_sources=dataset_root(config.data, settings.data_home))
+
+
+def probe_env(config: ProbeConfig, data_home_dir: Path, *, base: Mapping[str, str]) -> dict[str, str]:
     """The complete environment of a probe `swift` run (train or infer).
 
-    Starts from `base` (default: this process's environment) without any inherited `MEDRES_*`
-    variable, so the recipe's `ENV:` section decides the resolution; then sets the probe's own:
-    offline hubs, `MEDRES_LOCAL_SOURCES` at this configuration's dataset root, `MEDRES_LOW_PIXELS`
-    (the low budget) and a `datasets` cache of its own. Each run adds its own `MEDRES_TOKEN_LOG`.
+    Starts from `base` without any inherited policy variable (an inherited one would override the
+    recipe's `ENV:` section: ms-swift lets the environment win), so the recipe decides the
+    resolution; then sets the probe's own: offline hubs, `MEDRES_LOCAL_SOURCES` at this
+    configuration's dataset root, `MEDRES_LOW_PIXELS` (the low budget) and a `datasets` cache of its
+    own. Each run adds its own `MEDRES_TOKEN_LOG`.
     """
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(POLICY_PREFIX)}
+    env = {k: v for k, v in base.items() if k not in POLICY_ENV and k != Env.TOKEN_LOG}
     env.update(OFFLINE_ENV)
-    home = Path(data_home_dir) if data_home_dir else data_home()
-    env[DATA_HOME_ENV] = str(home)
+    home = Path(data_home_dir)
+    env[Env.DATA_HOME] = str(home)
     root = dataset_root(config.data, home)
-    env[LOCAL_SOURCES_ENV] = str(root)
+    env[Env.LOCAL_SOURCES] = str(root)
     # `datasets` caches a local folder under its base name and card, not its path: every parameter
     # set's folder is called `probe`, so each gets its own cache or one would be read for another.
     env['HF_DATASETS_CACHE'] = str(root / '.cache' / 'hf-datasets')
-    env['MEDRES_LOW_PIXELS'] = str(config.low_pixels)
-    if config.mix_ratio != 0.5:
-        env['MEDRES_MIX_RATIO'] = str(config.mix_ratio)
+    env[Env.LOW_PIXELS] = str(config.low_pixels)
+    if config.mix_ratio != PAPER_MIX_RATIO:
+        env[Env.MIX_RATIO] = str(config.mix_ratio)
     env.setdefault('TOKENIZERS_PARALLELISM', 'false')
     env.setdefault('PYTHONUNBUFFERED', '1')
     return env
@@ -160,7 +162,7 @@ def train_overrides(config: ProbeConfig, model_dir: Path, output_dir: Path) -> l
 def train_command(config: ProbeConfig, resolution: str, model_dir: Path, output_dir: Path) -> list[str]:
     """`medres train <recipe> --global-batch B --micro-batch B -- <overrides>` for one arm."""
     b = config.train.batch_size
-    medres = [sys.executable, '-m', 'swift_plugins.cli']
+    medres = [sys.executable, '-m', 'swift_plugins.cli.main']
     return [*medres, 'train', str(train_recipe(resolution)), '--global-batch', str(b), '--micro-batch', str(b),
             '--', *train_overrides(config, model_dir, output_dir)]
 
@@ -195,8 +197,8 @@ def logged_step(output_dir: Path) -> int:
     return 0
 
 
-def train_arm(config: ProbeConfig, resolution: str, workdir: Path, *, model_dir: Optional[Path] = None,
-              data_home_dir: Optional[Path] = None, on_step: Callable[[int], None] = lambda step: None) -> ArmRun:
+def train_arm(config: ProbeConfig, resolution: str, workdir: Path, *, env: Mapping[str, str],
+              model_dir: Optional[Path] = None, on_step: Callable[[int], None] = lambda step: None) -> ArmRun:
     """Train one arm (reusing a finished run of the same configuration); returns its checkpoint and
     logs. `on_step(step)` is called with the last logged training step while it runs."""
     workdir = Path(workdir).resolve()
@@ -211,7 +213,7 @@ def train_arm(config: ProbeConfig, resolution: str, workdir: Path, *, model_dir:
     token_log = out / 'train_tokens.jsonl'
     if token_log.exists():
         token_log.unlink()   # the template appends
-    run_env = {**probe_env(config, data_home_dir), 'MEDRES_TOKEN_LOG': str(token_log)}
+    run_env = {**env, Env.TOKEN_LOG: str(token_log)}
     cmd = train_command(config, resolution, model_dir, out / 'train')
     seconds = run_logged(cmd, log_path=out / 'sft.log', env=run_env, name=f'medres train ({resolution} arm)',
                          cwd=RECIPES_DIR.parent, poll=lambda: on_step(logged_step(out / 'train')))

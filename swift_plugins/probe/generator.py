@@ -212,11 +212,10 @@ ENTRY_NAME = 'probe'
 PROBE_SETS = 'probe-sets'
 
 
-def dataset_root(spec: ProbeDataSpec, data_home: Optional[Path] = None) -> Path:
+def dataset_root(spec: ProbeDataSpec, data_home: Path) -> Path:
     """`<data home>/prepared/probe-sets/<key>`: the folder `MEDRES_LOCAL_SOURCES` points at for
     this parameter set; the dataset itself is its `probe/` subfolder."""
-    from ..sources import data_home as default_home
-    return Path(data_home or default_home()) / 'prepared' / PROBE_SETS / spec.key()
+    return Path(data_home) / 'prepared' / PROBE_SETS / spec.key()
 
 
 def manifest_facts(spec: ProbeDataSpec, rows: dict[str, list[dict]]) -> dict:
@@ -238,8 +237,8 @@ def write_probe(spec: ProbeDataSpec, out: Path, *, force: bool = False) -> dict:
     """Write the prepared dataset folder `out` (atomic); reuse it when its manifest has the same key."""
     from PIL import Image
 
+    from ..data.registry import get_entry
     from ..prepare.common import MANIFEST, DatasetWriter, atomic_folder, file_manifest, is_up_to_date, read_manifest
-    from ..registry import get_entry
 
     out = Path(out)
     if not force and is_up_to_date(out, spec.key()):

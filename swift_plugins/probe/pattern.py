@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from ..registry import Entry
-from ..scoring import RowScore, compare_rows, summarize
-from ..stats import holm
+from ..data.registry import Entry
+from ..eval.scoring import RowScore, compare_rows, summarize
+from ..eval.stats import holm
 
 Cell = tuple[str, str]
 DEFAULT_TOLERANCE = 5.0   # points: "within a few points"

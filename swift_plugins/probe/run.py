@@ -11,38 +11,34 @@ gets another folder, never a cell trained on other data.
 from __future__ import annotations
 
 import json
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Optional
+from typing import Mapping
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..grid import GridConfig, GridReport, run_grid
-from ..mixing import sample_id
-from ..registry import get_entry
-from ..scoring import read_rows, rows_path
-from .arms import TRAIN_RESOLUTIONS, ProbeConfig, build_probe_model, infer_overrides, prepare_probe, probe_env, train_arm
+from ..data.registry import get_entry
+from ..eval.grid import GridConfig, GridReport, run_grid
+from ..eval.scoring import read_rows, rows_path
+from ..resolution.mixing import sample_id
+from ..settings import Settings
+from ..vocabulary import Env
+from .arms import (
+    TRAIN_RESOLUTIONS,
+    ProbeConfig,
+    build_probe_model,
+    infer_overrides,
+    prepare_probe,
+    probe_env,
+    probe_settings,
+    train_arm,
+)
 from .generator import ENTRY_NAME
 from .pattern import PatternCheck, breakdown_markdown, checks_markdown, cue_breakdown, pattern_checks
 
 console = Console()
-
-
-@contextmanager
-def environ(env: Mapping[str, str]) -> Iterator[None]:
-    """This process's environment is exactly `env` inside the block (the grid reads it for its cells)."""
-    saved = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @dataclass
@@ -70,7 +66,7 @@ def probe_folder(config: ProbeConfig, workdir: Path) -> Path:
     return Path(workdir).resolve() / f'{config.size}-seed{config.seed}-{config.key()}'
 
 
-def train_all(config: ProbeConfig, folder: Path, data_home_dir: Optional[Path]) -> tuple[dict[str, Path], dict[str, float]]:
+def train_all(config: ProbeConfig, folder: Path, env: Mapping[str, str]) -> tuple[dict[str, Path], dict[str, float]]:
     """The untrained base ('none') and the three trained arms, with a progress bar per step."""
     model_dir = build_probe_model(config, folder)
     checkpoints, seconds = {'none': model_dir}, {}
@@ -78,29 +74,31 @@ def train_all(config: ProbeConfig, folder: Path, data_home_dir: Optional[Path]) 
     with Progress(*columns, console=console) as progress:
         for arm in TRAIN_RESOLUTIONS:
             task = progress.add_task('', total=config.train.max_steps, arm=arm)
-            run = train_arm(config, arm, folder, model_dir=model_dir, data_home_dir=data_home_dir,
+            run = train_arm(config, arm, folder, env=env, model_dir=model_dir,
                             on_step=lambda step, task=task: progress.update(task, completed=step))
             progress.update(task, completed=config.train.max_steps)
             checkpoints[arm], seconds[arm] = run.checkpoint, run.seconds
     return checkpoints, seconds
 
 
-def run_probe(config: ProbeConfig, workdir: Path, *, data_home_dir: Optional[Path] = None,
+def run_probe(config: ProbeConfig, workdir: Path, *, settings: Settings, base_env: Mapping[str, str],
               n_boot: int = 2000) -> ProbeReport:
+    """Everything runs in `base_env` (the caller's environment) plus the probe's own variables."""
     start = time.perf_counter()
     folder = probe_folder(config, workdir)
     folder.mkdir(parents=True, exist_ok=True)
     console.print(config.describe(), highlight=False)
     with console.status(f'writing the probe images ({config.data.n_train} train, {config.data.n_test} test)'):
-        dataset = prepare_probe(config, data_home_dir)
-    checkpoints, train_seconds = train_all(config, folder, data_home_dir)
+        dataset = prepare_probe(config, settings.data_home)
+    env = probe_env(config, settings.data_home, base=base_env)
+    checkpoints, train_seconds = train_all(config, folder, env)
     grid_config = GridConfig(folder / 'grid', {k: str(v) for k, v in checkpoints.items()}, [ENTRY_NAME],
-                             policy_overrides={'MEDRES_LOW_PIXELS': str(config.low_pixels)},
-                             extra_args=tuple(infer_overrides(config)), n_boot=n_boot, seed=config.seed)
-    with environ(probe_env(config, data_home_dir)):
-        grid = run_grid(grid_config)
+                             policy_overrides={Env.LOW_PIXELS: str(config.low_pixels)},
+                             extra_args=tuple(infer_overrides(config)), n_boot=n_boot, seed=config.seed,
+                             settings=probe_settings(config, settings), env=env)
+    grid = run_grid(grid_config)
     rows = {(r.spec.train, r.spec.inference): read_rows(rows_path(r.path / 'score.json')) for r in grid.results}
-    checks = pattern_checks(get_entry(ENTRY_NAME), rows, coarse_ceiling=config.data.coarse_agreement,
+    checks = pattern_checks(get_entry(ENTRY_NAME, settings.registry_dirs), rows, coarse_ceiling=config.data.coarse_agreement,
                             n_boot=n_boot, seed=config.seed)
     breakdown = cue_breakdown(rows, hue_agreement(dataset, 'test'))
     report = ProbeReport(config, folder, grid, checks, breakdown, train_seconds, time.perf_counter() - start)

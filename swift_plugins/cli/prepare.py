@@ -1,0 +1,42 @@
+"""`medres prepare <dataset>`: a public raw download -> the prepared folder its registry entry loads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..vocabulary import BAD_ROW_MODES, PAPER_SEED, Env
+
+NAME = 'prepare'
+# Flags every converter has; the rest of the namespace are the converter's own options.
+_COMMON = {'command', 'dataset', 'raw', 'out', 'on_error', 'split_seed', 'force', 'run', 'registry', 'settings',
+           'env'}
+
+
+def register(sub) -> None:
+    from ..prepare import CONVERTERS
+
+    p = sub.add_parser(NAME, help='turn a public raw download into a prepared, registered dataset',
+                       description='Turn the public raw download of a dataset into the prepared folder its registry '
+                                   'entry loads: images at native resolution, data/<split>.jsonl and manifest.json. '
+                                   'See `medres prepare <dataset> --help`.')
+    datasets = p.add_subparsers(dest='dataset', required=True, metavar='<dataset>')
+    for name, converter in CONVERTERS.items():
+        d = datasets.add_parser(name, help=converter.help, description=converter.help)
+        d.add_argument('--raw', required=True, type=Path, help=converter.raw_help)
+        d.add_argument('--out', type=Path, default=None,
+                       help=f'output folder (default: ${Env.DATA_HOME}/prepared/{name}, where medres/{name} looks)')
+        d.add_argument('--on-error', choices=BAD_ROW_MODES, default='error',
+                       help='bad input (corrupt or missing image, label outside the set, duplicate id, ...): '
+                            'stop naming it (default), or skip it and list it in the manifest')
+        d.add_argument('--split-seed', type=int, default=PAPER_SEED,
+                       help=f'seed of the train/test split (default: {PAPER_SEED}, as the paper)')
+        d.add_argument('--force', action='store_true', help='rebuild even when the output is up to date')
+        converter.add_arguments(d)
+        d.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..prepare import prepare
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in _COMMON}
+    prepare(args.dataset, args.raw, args.out, seed=args.split_seed, on_error=args.on_error, force=args.force,
+            settings=args.settings, **options)
+    return 0

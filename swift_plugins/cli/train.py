@@ -1,0 +1,35 @@
+"""`medres train`: launch a training recipe with the paper's global batch done exactly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..vocabulary import PAPER_GLOBAL_BATCH
+
+NAME = 'train'
+
+
+def register(sub) -> None:
+    tr = sub.add_parser(NAME, help=f'launch a training recipe with the global batch of {PAPER_GLOBAL_BATCH} done for you',
+                        usage='medres train RECIPE [options] [-- swift sft flags]',
+                        description='Everything after -- goes to swift sft unchanged.')
+    tr.add_argument('recipe', help='recipes/train/<model>-<tuning>-<resolution>.yaml (or a copy of one)')
+    tr.add_argument('--nproc-per-node', type=int, default=1, help='GPUs per node')
+    tr.add_argument('--nnodes', type=int, default=1, help='nodes')
+    tr.add_argument('--node-rank', type=int, default=0, help='this node\'s rank (multi-node)')
+    tr.add_argument('--master-addr', help='address of node 0 (multi-node)')
+    tr.add_argument('--master-port', type=int, help='port on node 0 (multi-node)')
+    tr.add_argument('--micro-batch', type=int, default=1, help='per-GPU batch that fits in memory')
+    tr.add_argument('--global-batch', type=int, default=PAPER_GLOBAL_BATCH,
+                    help=f'total batch (the paper uses {PAPER_GLOBAL_BATCH})')
+    tr.add_argument('--zero3', action='store_true', help='DeepSpeed ZeRO-3 instead of ZeRO-2 (e.g. the 7B)')
+    tr.add_argument('--dry-run', action='store_true', help='print the plan and the command, run nothing')
+    tr.set_defaults(run=run, swift_args=[])
+
+
+def run(args) -> int:
+    from ..train.launch import batch_plan, launch_command, launch_env
+    from ..train.launch import run as launch
+    plan = batch_plan(args.micro_batch, args.nproc_per_node, args.nnodes, args.global_batch)
+    env = launch_env(plan, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port)
+    cmd = launch_command(Path(args.recipe), plan, zero3=args.zero3, extra=args.swift_args)
+    return launch(Path(args.recipe), plan, env, cmd, args.dry_run, base_env=args.env)

@@ -1,0 +1,62 @@
+"""ms-swift dataset loader for registry entries: `medres/<name>[:split[/split...]][#n]`.
+
+ms-swift's own loader reads a registered id's train split only. This one maps the dataset
+syntax's subsets to the entry's splits, so every split is reachable:
+`--dataset medres/path-vqa` (train), `--val_dataset medres/path-vqa:validation`,
+`swift infer --val_dataset medres/path-vqa:test`.
+"""
+from __future__ import annotations
+
+from swift.dataset import DatasetLoader, DatasetMeta, SubsetDataset, register_dataset
+from swift.utils import get_logger
+
+from ..resolution.policy import ResolutionPolicy
+from ..settings import Settings
+from .registry import Entry, get_entry, load_registry
+from .rows import RowConverter
+from .sources import resolve_source
+from .spec import DatasetSpec
+
+logger = get_logger()
+
+
+class MedresDatasetLoader(DatasetLoader):
+
+    def load(self, dataset_syntax=None, dataset_meta=None, *, use_hf=None):
+        # The ms-swift boundary: configuration arrives through the environment of this process.
+        settings, policy = Settings.from_env(), ResolutionPolicy.from_env()
+        entry = get_entry(dataset_meta.dataset_name, settings.registry_dirs)
+        splits = DatasetSpec.from_parts(entry.name, dataset_syntax.subsets).resolve(entry)
+        source = resolve_source(entry, use_hf, settings)
+        # ms-swift tags rows with this string; make it the real source, not the registered name.
+        dataset_syntax.dataset = source.dataset_id
+        logger.info(f'medres: loading {entry.registered_name} splits {splits} from {source.describe()}')
+        base_dir = source.dataset_id if source.kind.startswith('local') else None
+        parts = []
+        for split in splits:
+            subset = SubsetDataset(subset=entry.sources.subset, split=[entry.splits[split].hub_split],
+                                   preprocess_func=RowConverter(entry, split, settings, policy, base_dir))
+            parts.append(self._load_repo_dataset(source.dataset_id, subset, use_hf=source.use_hf,
+                                                 revision=source.revision))
+        return self.concat_datasets(parts)
+
+
+def dataset_meta(entry: Entry) -> DatasetMeta:
+    # Only `dataset_name`: giving the hub ids too would make ms-swift route plain
+    # `--dataset <hub id>` through medres and shadow its own registrations of the same ids.
+    return DatasetMeta(
+        dataset_name=entry.registered_name,
+        split=[entry.default_split],
+        loader=MedresDatasetLoader,
+        tags=['medres', entry.modality, entry.task.kind, 'multi-modal'],
+        help=f'{entry.title} ({entry.modality}, {entry.task.kind}); splits: {", ".join(entry.splits)}',
+    )
+
+
+def register_datasets(settings: Settings) -> list[str]:
+    """Register every registry entry with ms-swift as `medres/<name>`."""
+    names = []
+    for entry in load_registry(settings.registry_dirs).values():
+        register_dataset(dataset_meta(entry), exist_ok=True)
+        names.append(entry.registered_name)
+    return names

@@ -1,0 +1,255 @@
+"""The dataset registry: one YAML file per dataset, validated on load.
+
+Built-in entries live in `datasets_registry/` (shipped inside the wheel as
+`swift_plugins/datasets_registry`). Users add or override entries with folders of such files
+(`MEDRES_REGISTRY`, or `medres --registry DIR`; `Settings.registry_dirs`). Every fact about a
+dataset (prompt, label set, synonyms, metric, native size, sources) lives in its entry only.
+"""
+from __future__ import annotations
+
+import string
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import RegistryError
+from ..vocabulary import Env, entry_name, registered_name
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / 'datasets_registry'
+
+Modality = Literal['radiology', 'pathology', 'microscopy', 'cytology', 'clinical', 'dermatology',
+                   'ophthalmology', 'endoscopy', 'synthetic', 'other']
+TaskKind = Literal['closed_vqa', 'open_vqa', 'vqa', 'classification', 'multiple_choice']
+Metric = Literal['closed_accuracy', 'accuracy', 'token_recall', 'exact_match']
+PROMPT_FIELDS = {'question', 'labels', 'choices'}
+ChannelColor = Literal['red', 'green', 'blue', 'yellow', 'cyan', 'magenta', 'gray', 'none']
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them so the error names the field.
+    model_config = ConfigDict(extra='forbid', frozen=True)
+
+
+def _no_yaml_booleans(v):
+    if isinstance(v, list) and any(isinstance(x, bool) for x in v):
+        raise ValueError('YAML reads unquoted yes/no/true/false/on/off as booleans: quote them, e.g. ["yes", "no"]')
+    return v
+
+
+class Task(_Strict):
+    kind: TaskKind
+    # For `vqa`: a row whose answer is one of these is a closed question, the rest are open.
+    closed_answers: list[str] = Field(default_factory=list)
+
+    _closed_strings = field_validator('closed_answers', mode='before')(_no_yaml_booleans)
+
+
+class Sources(_Strict):
+    hf: Optional[str] = None
+    ms: Optional[str] = None
+    # A folder in the hub's own layout (e.g. data/train-*.parquet) or a prepared folder.
+    local: Optional[str] = None
+    subset: str = 'default'
+    hf_revision: Optional[str] = None
+    ms_revision: Optional[str] = None
+
+
+class Split(_Strict):
+    hub_split: str
+    rows: Optional[int] = Field(default=None, ge=0)
+
+
+class Columns(_Strict):
+    image: str = 'image'
+    question: Optional[str] = 'question'
+    answer: str = 'answer'
+    # Multiple choice: a column holding the list of options.
+    choices: Optional[str] = None
+
+
+class Prompt(_Strict):
+    system: str = 'You are a biomedical expert.'
+    # str.format template over {question}, {labels} (the entry's label set) and {choices}.
+    question: str = '{question}'
+
+    @field_validator('question')
+    @classmethod
+    def _known_fields(cls, v: str) -> str:
+        names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
+        unknown = names - PROMPT_FIELDS
+        if unknown:
+            raise ValueError(f'unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(PROMPT_FIELDS)}')
+        return v
+
+
+class NativeSize(_Strict):
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    note: Optional[str] = None
+
+
+class Channel(_Strict):
+    """One stain of a multichannel source and the colour it gets in the RGB composite."""
+    name: str
+    # How the converter finds the stain: a file-name suffix or a metadata-table column.
+    source: str
+    # Its plane in a single multichannel file (multi-page TIFF, stacked array), when it has one.
+    index: Optional[int] = Field(default=None, ge=0)
+    # `none` documents a stain that is deliberately left out of the composite.
+    color: ChannelColor
+    weight: float = Field(default=1.0, gt=0)
+
+
+class Entry(_Strict):
+    name: str = Field(pattern=r'^[a-z0-9][a-z0-9._-]*$')
+    title: str
+    description: str = ''
+    modality: Modality
+    task: Task
+    metric: Metric
+    sources: Sources
+    splits: dict[str, Split]
+    default_split: str = 'train'
+    columns: Columns = Columns()
+    prompt: Prompt = Prompt()
+    labels: Optional[list[str]] = None
+    # Other spellings of a label or closed answer that mean it (e.g. `HEK293` for `HEK 293`).
+    synonyms: dict[str, list[str]] = Field(default_factory=dict)
+    # Multichannel sources: the explicit stain-to-RGB mapping that `medres prepare` applies.
+    channels: Optional[list[Channel]] = None
+    native_size: NativeSize
+    license: str
+    citation: str
+    homepage: Optional[str] = None
+    # Set by the loader, not by the file: where the entry came from.
+    path: Optional[str] = Field(default=None, exclude=True)
+
+    _label_strings = field_validator('labels', mode='before')(_no_yaml_booleans)
+
+    @model_validator(mode='after')
+    def _consistent(self) -> 'Entry':
+        if not (self.sources.hf or self.sources.ms or self.sources.local):
+            raise ValueError('sources: give at least one of hf, ms, local')
+        if not self.splits:
+            raise ValueError('splits: at least one split is required')
+        if self.default_split not in self.splits:
+            raise ValueError(f'default_split {self.default_split!r} is not one of splits {sorted(self.splits)}')
+        if self.task.kind == 'classification' and not self.labels:
+            raise ValueError('labels: a classification task needs its label set')
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError('labels: duplicate labels')
+        if self.task.kind == 'multiple_choice' and not self.columns.choices:
+            raise ValueError('columns.choices: a multiple_choice task needs the column holding its options')
+        if self.task.kind == 'vqa' and not self.task.closed_answers:
+            raise ValueError('task.closed_answers: a vqa task (closed + open questions) needs the closed answer set')
+        if self.channels is not None:
+            for what in ('name', 'source'):
+                values = [getattr(c, what) for c in self.channels]
+                if len(set(values)) != len(values):
+                    raise ValueError(f'channels: duplicate channel {what}s {values}')
+            if all(c.color == 'none' for c in self.channels):
+                raise ValueError('channels: every channel has color none; the composite would be black')
+        answers = set(self.labels or []) | set(self.task.closed_answers)
+        unknown = sorted(set(self.synonyms) - answers)
+        if unknown:
+            raise ValueError(f'synonyms: {unknown} are not labels or closed answers of this entry')
+        owner: dict[str, str] = {}
+        for label, aliases in self.synonyms.items():
+            for alias in aliases:
+                if owner.setdefault(alias.casefold(), label) != label:
+                    raise ValueError(f'synonyms: {alias!r} is given for both {owner[alias.casefold()]!r} and {label!r}')
+        if '{labels}' in self.prompt.question and not self.labels:
+            raise ValueError('prompt.question uses {labels} but the entry has no labels')
+        return self
+
+    @property
+    def registered_name(self) -> str:
+        return registered_name(self.name)
+
+    def fingerprint(self) -> str:
+        """sha256 of the entry's contents: what a cached result computed from it records."""
+        import hashlib
+        import json
+        blob = json.dumps(self.model_dump(mode='json'), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def source_summary(self) -> str:
+        parts = [f'hf:{self.sources.hf}' if self.sources.hf else None,
+                 f'ms:{self.sources.ms}' if self.sources.ms else None,
+                 f'local:{self.sources.local}' if self.sources.local else None]
+        return ', '.join(p for p in parts if p)
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        field = '.'.join(str(p) for p in e['loc']) or '(entry)'
+        lines.append(f"{path}: field '{field}': {e['msg']}")
+    return '\n'.join(lines)
+
+
+def load_entry(path: str | Path) -> Entry:
+    """Parse and validate one registry file, raising `RegistryError` naming file and field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding='utf-8'))
+    except yaml.YAMLError as e:
+        raise RegistryError(f'{path}: not valid YAML: {e}') from None
+    except OSError as e:
+        raise RegistryError(f'{path}: cannot read: {e}') from None
+    if not isinstance(data, dict):
+        raise RegistryError(f'{path}: expected a mapping of fields, got {type(data).__name__}')
+    try:
+        entry = Entry.model_validate(data)
+    except ValidationError as e:
+        raise RegistryError(_format_validation_error(path, e)) from None
+    if path.stem != entry.name:
+        raise RegistryError(f"{path}: field 'name': {entry.name!r} must match the file name {path.stem!r}")
+    return entry.model_copy(update={'path': str(path)})
+
+
+def registry_dirs(extra: Sequence[str | Path] = ()) -> list[Path]:
+    """Built-in folder first, then the user's folders in order: later ones override."""
+    dirs = [BUILTIN_DIR] + [Path(p) for p in extra]
+    for d in dirs[1:]:
+        if not d.is_dir():
+            raise RegistryError(f'{d}: registry folder does not exist (from {Env.REGISTRY} or --registry)')
+    return dirs
+
+
+def _registry_files(dirs: Sequence[Path]) -> tuple[tuple[Path, int, int], ...]:
+    """Every entry file in override order, with its size and modification time (the cache key)."""
+    files = []
+    for d in dirs:
+        for path in sorted(d.glob('*.yaml')) + sorted(d.glob('*.yml')):
+            st = path.stat()
+            files.append((path, st.st_size, st.st_mtime_ns))
+    return tuple(files)
+
+
+@lru_cache(maxsize=8)
+def _load_files(files: tuple[tuple[Path, int, int], ...]) -> dict[str, Entry]:
+    entries: dict[str, Entry] = {}
+    for path, _, _ in files:
+        entry = load_entry(path)
+        entries[entry.name] = entry
+    return entries
+
+
+def load_registry(dirs: Sequence[str | Path] = ()) -> dict[str, Entry]:
+    """All entries by name; an entry in a user folder (`dirs`) replaces a built-in one of the same name.
+    Parsed once per process and re-read when a file changes (a long grid sees an edited prompt)."""
+    return dict(_load_files(_registry_files(registry_dirs(dirs))))
+
+
+def get_entry(name: str, dirs: Sequence[str | Path] = ()) -> Entry:
+    """One entry by `name` or `medres/name`, from the built-in folder and the user's `dirs`."""
+    name = entry_name(name)
+    entries = load_registry(dirs)
+    if name not in entries:
+        raise RegistryError(f'unknown dataset {name!r}; registered: {sorted(entries)}')
+    return entries[name]

@@ -1,0 +1,193 @@
+"""The resolution policy: which image each sample's model sees (native, low or mixed).
+
+Configured by `MEDRES_*` environment variables (a recipe's `ENV:` section or the shell), the one
+channel into `swift sft` and `swift infer` (ms-swift rejects flags it does not know). The fields,
+their variables and defaults are `ResolutionPolicy`'s; the defaults are the paper's settings.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Mapping, Optional
+
+from PIL import Image
+
+from ..errors import PolicyError
+from ..vocabulary import (
+    FILTERS,
+    MIX_BALANCES,
+    PAPER_LOW_PIXELS,
+    PAPER_MIX_RATIO,
+    PAPER_NATIVE_MAX_PIXELS,
+    PAPER_SEED,
+    RESOLUTION_MODES,
+    TRUE_STRINGS,
+    Env,
+)
+from .families import Family, Size, scale_to_budget
+from .mixing import MixSlot, QuotaBook, iid_is_low, mix_slots, sample_id
+
+RESAMPLE = {name: getattr(Image.Resampling, name.upper()) for name in FILTERS}
+
+# Field of ResolutionPolicy -> its environment variable.
+_ENV = {
+    'mode': Env.RESOLUTION, 'low_pixels': Env.LOW_PIXELS, 'low_scale': Env.LOW_SCALE,
+    'native_max_pixels': Env.NATIVE_MAX_PIXELS, 'mix_ratio': Env.MIX_RATIO, 'seed': Env.MIX_SEED,
+    'balance': Env.MIX_BALANCE, 'redraw': Env.MIX_REDRAW, 'filter': Env.FILTER,
+    'upsample_from_low': Env.UPSAMPLE_FROM_LOW,
+}
+# The fields that change what a mode does (the rest are ignored by it): what a recipe's ENV lists.
+_MODE_FIELDS = {
+    'native': ('mode', 'native_max_pixels', 'filter'),
+    'low': ('mode', 'low_pixels', 'low_scale', 'filter', 'upsample_from_low'),
+    'mixed': ('mode', 'mix_ratio', 'balance', 'seed', 'redraw', 'low_pixels', 'low_scale', 'native_max_pixels',
+              'filter', 'upsample_from_low'),
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the policy did to one image."""
+    decision: str                      # 'native' | 'low'
+    source: Size
+    size: Size                         # what the model's processor receives (and keeps)
+    tokens: int
+    via: Optional[Size] = None         # the low-resolution size an upsampled image went through
+
+
+@dataclass(frozen=True)
+class ResolutionPolicy:
+    """Which image each sample's model sees; each field is one `MEDRES_*` variable (see `_ENV`).
+
+    Attributes:
+        mode: `native` (the image as stored, up to `native_max_pixels`), `low` (downscaled to
+            `low_pixels`, or by `low_scale` per side) or `mixed` (a seeded share `mix_ratio` of the
+            samples at low, the rest native).
+        low_pixels: the low budget in pixels; the paper's is 1280 x 28 x 28.
+        low_scale: low as a per-side scale factor instead of a pixel budget.
+        native_max_pixels: native is never upscaled and capped at this many pixels.
+        mix_ratio: mixed: the fraction of samples at low.
+        seed: mixed: the draw is deterministic from (seed, sample id).
+        balance: mixed: exactly round(p x n) low samples per `modality` or `dataset`, or `none`.
+        redraw: mixed: a new draw each epoch (needs `--callbacks medres_epoch`).
+        filter: the resampling filter of the one resize.
+        upsample_from_low: low images are brought back up to the native size (Figure 5 ablation).
+    """
+    mode: str
+    low_pixels: int = PAPER_LOW_PIXELS
+    low_scale: Optional[float] = None
+    native_max_pixels: int = PAPER_NATIVE_MAX_PIXELS
+    mix_ratio: float = PAPER_MIX_RATIO
+    seed: int = PAPER_SEED
+    balance: str = 'modality'
+    redraw: bool = False
+    filter: str = 'lanczos'
+    upsample_from_low: bool = False
+
+    def __post_init__(self):
+        checks = [
+            (self.mode in RESOLUTION_MODES, f'{_ENV["mode"]} must be one of {RESOLUTION_MODES}, got {self.mode!r}'),
+            (self.low_pixels > 0, f'{_ENV["low_pixels"]} must be positive'),
+            (self.low_scale is None or 0 < self.low_scale <= 1, f'{_ENV["low_scale"]} must be in (0, 1]'),
+            (self.native_max_pixels > 0, f'{_ENV["native_max_pixels"]} must be positive'),
+            (0 <= self.mix_ratio <= 1, f'{_ENV["mix_ratio"]} must be in [0, 1]'),
+            (self.balance in MIX_BALANCES, f'{_ENV["balance"]} must be one of {MIX_BALANCES}'),
+            (self.filter in FILTERS, f'{_ENV["filter"]} must be one of {sorted(FILTERS)}'),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise PolicyError(msg)
+
+    @classmethod
+    def from_env(cls, env: Optional[Mapping[str, str]] = None) -> Optional['ResolutionPolicy']:
+        env = os.environ if env is None else env
+        mode = env.get(_ENV['mode'], '').strip().lower()
+        if mode in ('', 'off', 'none'):
+            return None
+        kwargs: dict = {'mode': mode}
+        casts = {'low_pixels': int, 'low_scale': float, 'native_max_pixels': int, 'mix_ratio': float,
+                 'seed': int, 'balance': str, 'filter': str,
+                 'redraw': lambda v: v.strip().lower() in TRUE_STRINGS,
+                 'upsample_from_low': lambda v: v.strip().lower() in TRUE_STRINGS}
+        for field, cast in casts.items():
+            raw = env.get(_ENV[field])
+            if raw not in (None, ''):
+                try:
+                    kwargs[field] = cast(raw)
+                except ValueError:
+                    raise PolicyError(f'{_ENV[field]}={raw!r} is not a valid {field}') from None
+        return cls(**kwargs)
+
+    def to_env(self, mode_fields_only: bool = False) -> dict[str, str]:
+        """The `MEDRES_*` variables that give a `swift` run this policy; `mode_fields_only`: just
+        those the mode uses (a recipe's `ENV:` section), unset options left out."""
+        out = {}
+        fields = asdict(self)
+        for field in (_MODE_FIELDS[self.mode] if mode_fields_only else fields):
+            value = fields[field]
+            if value is None or (mode_fields_only and value is False):
+                continue
+            out[_ENV[field]] = ('1' if value else '0') if isinstance(value, bool) else str(value)
+        return out
+
+    def as_dict(self) -> dict:
+        """JSON-ready, keyed by field name (what `medres_policy.json` records)."""
+        return asdict(self)
+
+    def describe(self) -> str:
+        low = f'scale {self.low_scale}' if self.low_scale else f'{self.low_pixels:,} px'
+        mix = (f', {self.mix_ratio:.0%} low, seed {self.seed}, balance {self.balance}'
+               f'{", re-drawn per epoch" if self.redraw else ""}') if self.mode == 'mixed' else ''
+        up = ', low upsampled back to native' if self.upsample_from_low else ''
+        return f'{self.mode} (low {low}, native cap {self.native_max_pixels:,} px, {self.filter}{mix}{up})'
+
+    # --- decisions -------------------------------------------------------------------------
+
+    def decide(self, sample_id: Optional[str], slot: Optional[MixSlot], epoch: int = 0) -> str:
+        if self.mode != 'mixed':
+            return self.mode
+        if slot is not None and self.balance != 'none':
+            return 'low' if slot.is_low(epoch) else 'native'
+        if sample_id is None:
+            raise PolicyError('mixed resolution needs a sample id to draw from: use a medres registry '
+                              'dataset (rows carry chat_template_kwargs.medres.id)')
+        return 'low' if iid_is_low(sample_id, seed=self.seed, p=self.mix_ratio, epoch=epoch) else 'native'
+
+    def slots(self, dataset: str, modality: str, split: str, n: int,
+              book: Optional[QuotaBook] = None) -> Optional[list[MixSlot]]:
+        """Balanced mixed-resolution slots for the `n` rows of a split (None unless mixed + balanced)."""
+        if self.mode != 'mixed' or self.balance == 'none':
+            return None
+        group_key = modality if self.balance == 'modality' else dataset
+        ids = [sample_id(dataset, split, i) for i in range(n)]
+        return mix_slots(ids, seed=self.seed, p=self.mix_ratio,
+                         group=(self.balance, group_key, split, self.seed, self.mix_ratio),
+                         member=f'{dataset}/{split}', book=book)
+
+    # --- sizes -----------------------------------------------------------------------------
+
+    def low_budget(self, w: int, h: int) -> float:
+        if self.low_scale is not None:
+            return w * h * self.low_scale ** 2
+        return self.low_pixels
+
+    def plan(self, w: int, h: int, decision: str, family: Family) -> Plan:
+        native = family.fit(w, h, self.native_max_pixels)
+        if decision == 'native':
+            return Plan('native', (w, h), native, family.tokens(native))
+        if self.upsample_from_low:
+            lw, lh = scale_to_budget(w, h, self.low_budget(w, h))
+            via = (max(1, round(lw)), max(1, round(lh)))
+            return Plan('low', (w, h), native, family.tokens(native), via=via)
+        low = family.fit(w, h, self.low_budget(w, h))
+        return Plan('low', (w, h), low, family.tokens(low))
+
+    def apply(self, image: Image.Image, decision: str, family: Family) -> tuple[Image.Image, Plan]:
+        """Resize once with the policy's filter (twice for upsample_from_low, by design)."""
+        plan = self.plan(image.width, image.height, decision, family)
+        resample = RESAMPLE[self.filter]
+        if plan.via is not None:
+            image = image.resize(plan.via, resample)
+        if image.size != plan.size:
+            image = image.resize(plan.size, resample)
+        return image, plan

@@ -1,0 +1,150 @@
+"""ms-swift templates that apply the resolution policy per sample and check the token count.
+
+`register_templates()` re-registers the stock template types of each supported family
+(qwen2_vl, internvl2_5, internvl_hf, llava_onevision_hf, ...) with a subclass that, when
+`MEDRES_RESOLUTION` is set, resizes each image once with the policy's filter to a size the
+family's processor keeps, sets the family's knob so the processor does not resize again, and
+after encoding compares the visual tokens actually produced with the policy's prediction: a
+mismatch (an image resized twice, a knob ignored) raises instead of training on something else.
+With `MEDRES_RESOLUTION` unset the subclass behaves exactly like the stock template.
+`MEDRES_TOKEN_LOG=<file>` appends one JSON line per encoded sample (id, decision, sizes,
+predicted and actual tokens).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from copy import copy
+from typing import Any, Optional
+
+from PIL import Image
+from swift.utils import get_logger
+
+from ..errors import PolicyError, TokenMismatchError
+from ..settings import Settings
+from ..vocabulary import EPOCH_CALLBACK, Env
+from .epoch import callback_active, callback_requested, current_epoch
+from .families import TEMPLATE_FAMILY, Family
+from .mixing import MixSlot
+from .policy import ResolutionPolicy
+
+logger = get_logger()
+
+_ENGINE_MODES = {'vllm', 'lmdeploy', 'sglang'}
+
+
+class ResolutionTemplateMixin:
+    """Mixed into a stock template class; see the module docstring."""
+
+    def init_env_args(self):
+        # The ms-swift boundary: ms-swift builds templates itself, so the policy comes from the
+        # environment here (as its own knobs do, e.g. MAX_NUM), read once per template.
+        super().init_env_args()
+        self.medres_policy = ResolutionPolicy.from_env()
+        log = Settings.from_env().token_log
+        self.medres_token_log = str(log) if log else None
+        self._medres_family: Optional[Family] = None
+        self._medres_warned = False
+
+    @property
+    def medres_family(self) -> Family:
+        if self._medres_family is None:
+            self._medres_family = TEMPLATE_FAMILY[self.template_meta.template_type].from_template(self)
+        return self._medres_family
+
+    def _medres_epoch(self, policy: ResolutionPolicy) -> int:
+        if not (policy.redraw and self.is_training):
+            return 0
+        if not callback_active():
+            # ms-swift encodes a preview sample before training starts (and the callback with it);
+            # only a run that never asked for the callback is an error.
+            if callback_requested():
+                return 0
+            raise PolicyError(f'{Env.MIX_REDRAW}=1 needs the epoch callback: add `--callbacks {EPOCH_CALLBACK}`')
+        return current_epoch()
+
+    def _preprocess_inputs(self, inputs) -> None:
+        super()._preprocess_inputs(inputs)
+        inputs.medres_plans = None
+        policy = self.medres_policy
+        if policy is None or not inputs.images:
+            return
+        if self.max_pixels is not None:
+            raise PolicyError(f'--max_pixels (MAX_PIXELS) pre-shrinks every image and would override '
+                              f'{Env.RESOLUTION}: unset one of them')
+        meta = (inputs.chat_template_kwargs or {}).get('medres') or {}
+        slot = MixSlot(**meta['mix']) if meta.get('mix') else None
+        if policy.mode == 'mixed' and policy.balance != 'none' and slot is None and not self._medres_warned:
+            self._medres_warned = True
+            logger.warning('medres: rows without a balanced mix slot (not from a medres registry dataset, or '
+                           'streamed) are drawn independently at the mix ratio, without balance')
+        epoch = self._medres_epoch(policy)
+        decision = policy.decide(meta.get('id'), slot, epoch)
+        plans = []
+        for i, image in enumerate(inputs.images):
+            if not isinstance(image, Image.Image):
+                image = self._load_image(image, True)
+            inputs.images[i], plan = policy.apply(image, decision, self.medres_family)
+            plans.append(plan)
+        inputs.medres_plans = plans
+        inputs.medres_meta = meta
+        inputs.medres_epoch = epoch
+
+    def _encode(self, inputs) -> dict[str, Any]:
+        plans = getattr(inputs, 'medres_plans', None)
+        if not plans:
+            return super()._encode(inputs)
+        with self.medres_family.apply_knobs(self, inputs, [p.size for p in plans]):
+            encoded = super()._encode(inputs)
+        self._medres_check(inputs, plans, encoded)
+        return encoded
+
+    def _medres_check(self, inputs, plans, encoded) -> None:
+        family = self.medres_family
+        predicted = sum(p.tokens for p in plans)
+        actual = None
+        if self.mode not in _ENGINE_MODES:
+            token_id = self.tokenizer.convert_tokens_to_ids(family.image_token)
+            actual = sum(1 for t in encoded['input_ids'] if t == token_id)
+        meta = getattr(inputs, 'medres_meta', {}) or {}
+        if self.medres_token_log:
+            record = {'id': meta.get('id'), 'dataset': meta.get('dataset'), 'split': meta.get('split'),
+                      'template': self.template_meta.template_type, 'family': family.name,
+                      'mode': self.mode, 'training': bool(self.is_training), 'epoch': getattr(inputs, 'medres_epoch', 0),
+                      'policy': self.medres_policy.mode,
+                      'decision': plans[0].decision, 'source': [list(p.source) for p in plans],
+                      'size': [list(p.size) for p in plans], 'predicted_tokens': predicted, 'actual_tokens': actual}
+            with open(self.medres_token_log, 'a') as f:
+                f.write(json.dumps(record) + '\n')
+        if actual is not None and actual != predicted:
+            raise TokenMismatchError(
+                f'{meta.get("id", "sample")}: {family.name} template produced {actual} visual tokens, the '
+                f'resolution policy planned {predicted} for sizes {[p.size for p in plans]}: the image was '
+                f'resized again after the policy, so the run would not be at the resolution it claims')
+
+
+def _subclass(base: type) -> type:
+    name = f'Medres{base.__name__}'
+    module = sys.modules[__name__]
+    cls = getattr(module, name, None)
+    if cls is None:
+        cls = type(name, (ResolutionTemplateMixin, base), {'__module__': __name__})
+        setattr(module, name, cls)  # importable by name, so templates pickle into worker processes
+    return cls
+
+
+def register_templates() -> list[str]:
+    """Wrap every installed template type of the supported families; idempotent."""
+    from swift.template import TEMPLATE_MAPPING, register_template
+
+    done = []
+    for template_type in TEMPLATE_FAMILY:
+        meta = TEMPLATE_MAPPING.get(template_type)
+        if meta is None:
+            continue
+        if not issubclass(meta.template_cls, ResolutionTemplateMixin):
+            new_meta = copy(meta)
+            new_meta.template_cls = _subclass(meta.template_cls)
+            register_template(new_meta, exist_ok=True)
+        done.append(template_type)
+    return done
