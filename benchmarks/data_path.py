@@ -23,7 +23,7 @@ from PIL import Image
 
 from swift_plugins.resolution.families import Qwen2VL
 from swift_plugins.resolution.mixing import MixSlot
-from swift_plugins.resolution.policy import FILTERS, ResolutionPolicy
+from swift_plugins.resolution.policy import RESAMPLE, ResolutionPolicy
 
 SIZES = [(2048, 2048), (1280, 1024)]
 
@@ -71,7 +71,7 @@ def bench(size, mode: str, n: int, repeats: int) -> dict:
     targets = [policy.plan(w, h, decision(i), family).size for i in range(n)]
     items = list(range(n))
     t_decode = run(lambda i: decode(data[i]), items, repeats)
-    t_bare = run(lambda i: decode(data[i]).resize(targets[i], FILTERS['lanczos']), items, repeats)
+    t_bare = run(lambda i: decode(data[i]).resize(targets[i], RESAMPLE['lanczos']), items, repeats)
     t_policy = run(lambda i: policy.apply(decode(data[i]), decision(i), family), items, repeats)
     mp = w * h / 1e6
     row = {'size': f'{w}x{h}', 'policy': mode, 'images': n}

@@ -65,13 +65,14 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         build(root, args.images)
-        os.environ.update({'MEDRES_REGISTRY': str(root), 'HF_DATASETS_CACHE': str(root / 'cache'),
-                           'HF_HUB_OFFLINE': '1'})
+        os.environ.update({'HF_DATASETS_CACHE': str(root / 'cache'), 'HF_HUB_OFFLINE': '1'})
+        from swift_plugins.data.sizes import load_registry_sizes
         from swift_plugins.resolution.families import Qwen2VL
         from swift_plugins.resolution.policy import ResolutionPolicy
-        from swift_plugins.resolution.tokens import load_registry_sizes, policy_costs
+        from swift_plugins.resolution.tokens import policy_costs
+        from swift_plugins.settings import Settings
         t0 = time.perf_counter()
-        splits = load_registry_sizes(['speed:train'])
+        splits = load_registry_sizes(['speed:train'], Settings(registry_dirs=(root,)))
         t_headers = time.perf_counter() - t0
         t0 = time.perf_counter()
         costs = {m: policy_costs(splits, Qwen2VL(), ResolutionPolicy(mode=m))[0] for m in ('native', 'low', 'mixed')}
