@@ -273,3 +273,22 @@ def test_entries_agree_on_cell_lines():
     assert entries['subcellular'].task.targets == {'mention_accuracy': 'cell_line', 'mention_macro_recall': 'localizations'}
     assert entries['subcellular'].splits['test'].question == PAPER_EVAL_QUESTION
     assert entries['subcellular'].prompt.question == PAPER_TRAIN_QUESTION
+
+
+def test_an_edited_synonym_rebuilds(captions, tmp_path, monkeypatch):
+    """The entry's synonyms decide the rows' cell lines: editing them makes the next run rebuild."""
+    import yaml
+
+    from swift_plugins.data.registry import BUILTIN_DIR
+    from swift_plugins.settings import Settings
+    root, _ = captions
+    assert prepare('subcellular', root, tmp_path / 'out', test_size=4)['cell_lines_unknown'] == {'Vero E6': 2}
+    assert prepare('subcellular', root, tmp_path / 'out', test_size=4).get('up_to_date')
+    user = tmp_path / 'registry'
+    user.mkdir()
+    entry = yaml.safe_load((BUILTIN_DIR / 'subcellular.yaml').read_text())
+    entry['labels'].append('Vero')
+    entry['synonyms']['Vero'] = ['Vero E6']
+    (user / 'subcellular.yaml').write_text(yaml.safe_dump(entry))
+    m = prepare('subcellular', root, tmp_path / 'out', test_size=4, settings=Settings(registry_dirs=(user,)))
+    assert not m.get('up_to_date') and m['cell_lines_unknown'] == {} and m['cell_lines_normalised']['Vero E6 -> Vero'] == 2

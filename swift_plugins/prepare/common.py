@@ -205,7 +205,8 @@ def fingerprint(converter: Converter, ctx: Context, inputs: Iterable[Path]) -> s
     e = ctx.entry
     facts = {'converter': converter.name, 'version': converter.version, 'seed': ctx.seed,
              'on_error': ctx.on_error, 'options': ctx.options, 'labels': e.labels,
-             'channels': [c.model_dump() for c in e.channels or []], 'splits': sorted(e.splits)}
+             'channels': [c.model_dump() for c in e.channels or []], 'splits': sorted(e.splits),
+             'synonyms': e.synonyms, 'codes': e.codes}
     h = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode())
     for p in sorted(set(inputs)):
         try:

@@ -250,7 +250,7 @@ def _records(table: Path, layout: Layout, entries: list[dict], entry: Entry, rep
     return out
 
 
-def test_rows(n: int, given: Optional[int]) -> int:
+def split_test_size(n: int, given: Optional[int]) -> int:
     size = given if given is not None else (PAPER_TEST_ROWS if n >= SMALL_TABLE else max(1, round(0.2 * n)))
     if not 0 < size < n:
         raise PrepareError(f'--test-size {size}: needs 0 < test size < {n} rows')
@@ -384,7 +384,7 @@ class SubcellularConverter(Converter):
         # after its undownloaded rows are set aside.
         if layout.name == 'captions':
             n = len(entries)
-            test_size = test_rows(n, ctx.options.get('test_size'))
+            test_size = split_test_size(n, ctx.options.get('test_size'))
             split_of = paper_split(n, test_size, ctx.seed)
             split = {rec.number: split_of[rec.number - 1] for rec, _, _ in resolved}
             scope = f'all {n:,} entries of {table.name} in file order'
@@ -393,7 +393,7 @@ class SubcellularConverter(Converter):
             if n == 0:
                 raise PrepareError(f'{ctx.raw}: none of the {len(records):,} images of {table.name} was found under '
                                    f'it (expected stain files such as <id>_blue.jpg / .png / .tif.gz)')
-            test_size = test_rows(n, ctx.options.get('test_size'))
+            test_size = split_test_size(n, ctx.options.get('test_size'))
             split_of = paper_split(n, test_size, ctx.seed)
             split = {rec.number: split_of[k] for k, (rec, _, _) in enumerate(resolved)}
             scope = f'the {n:,} downloaded rows of {table.name} in file order'
