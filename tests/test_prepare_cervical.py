@@ -6,7 +6,7 @@ import pytest
 
 from swift_plugins.cli.main import main
 from swift_plugins.data.registry import get_entry
-from swift_plugins.fixtures.raw_sources import CERVICAL_COUNTS, CERVICAL_SIZE, build_cervical
+from swift_plugins.fixtures.raw_sources import CERVICAL_COUNTS, CERVICAL_FOLDERS, CERVICAL_SIZE, build_cervical
 from swift_plugins.prepare import prepare
 from swift_plugins.prepare.cervical import stratified_test
 from swift_plugins.prepare.common import PrepareError
@@ -24,16 +24,22 @@ def raw(tmp_path):
 @pytest.mark.usefixtures('swift_registered')
 def test_prepare_cervical_stratified_and_load(raw, data_home, capsys):
     root, facts = raw
+    (root / 'Thumbs.db').write_bytes(b'\0')
     assert main(['prepare', 'cervical', '--raw', str(root), '--test-size', '5']) == 0
     out = data_home / 'prepared' / 'cervical'
     train, test = rows(out, 'train'), rows(out, 'test')
-    # Underscore, hyphen and short spellings of the class folders all map to the entry's labels.
+    # The published class folders (spaces and capitals) map to the entry's labels.
     assert Counter(r['answer'] for r in train + test) == Counter(CERVICAL_COUNTS)
+    assert set(json.loads((out / 'manifest.json').read_text())['class_folders']) == set(CERVICAL_FOLDERS.values())
     # 5 of 20, proportional with largest remainders: 2 + 1 + 1.25 + 0.75 -> NILM 2, LSIL 1, HSIL 1, SCC 1.
     assert Counter(r['answer'] for r in test) == {'NILM': 2, 'LSIL': 1, 'HSIL': 1, 'SCC': 1}
     manifest = json.loads((out / 'manifest.json').read_text())
     assert manifest['labels_found'] == get_entry('cervical').labels == ['NILM', 'LSIL', 'HSIL', 'SCC']
-    assert manifest['excluded']['not_an_image_file']['items'] == ['Liquid based cytology pap smear images/README.txt']
+    assert manifest['excluded']['not_an_image_file']['items'] == ['Thumbs.db']
+    # Every class folder numbers its files: equal stems get ids that include the class.
+    assert {f'{label}/1' for label in CERVICAL_COUNTS} <= {r['id'] for r in train + test}
+    assert manifest['file_stems_in_several_classes'] == ['1', '2', '3', '4', '5']
+    assert len({r['image'] for r in train + test}) == 20
     # 8-bit RGB JPEGs are copied as downloaded, not re-encoded.
     r = test[0]
     assert (out / r['image']).read_bytes() == facts['files'][r['id']][1].read_bytes()
@@ -59,34 +65,34 @@ def test_split_is_seeded_and_paper_sized():
 @pytest.mark.parametrize('mode', ['error', 'skip'])
 def test_truncated_jpeg(raw, tmp_path, mode):
     root, facts = raw
-    path = facts['files']['HSIL_2 (2)'][1]
+    path = facts['files']['HSIL/2'][1]
     path.write_bytes(path.read_bytes()[:400])
     if mode == 'error':
-        with pytest.raises(PrepareError, match=r'cervical: .*High_squamous_intra-epithelial_lesion/HSIL_2 \(2\)\.jpg: '
+        with pytest.raises(PrepareError, match=r'cervical: High squamous intra-epithelial lesion/2\.jpg: '
                                                r'.*cannot decode image'):
             prepare('cervical', root, tmp_path / 'out', test_size=5)
         assert not (tmp_path / 'out').exists()
     else:
         m = prepare('cervical', root, tmp_path / 'out', on_error='skip', test_size=5)
-        assert m['skipped']['count'] == 1 and m['skipped']['items'][0]['item'].endswith('HSIL_2 (2).jpg')
+        assert m['skipped']['items'][0]['item'] == 'High squamous intra-epithelial lesion/2.jpg'
+        assert m['skipped']['count'] == 1
         assert sum(m['counts'].values()) == 19
 
 
 @pytest.mark.parametrize('mode', ['error', 'skip'])
 def test_unknown_class_folder_and_duplicate_names(raw, tmp_path, mode):
     root, facts = raw
-    base = root / 'Liquid based cytology pap smear images'
-    (base / 'ASC-US').mkdir()
-    (base / 'ASC-US' / 'ASCUS_1.jpg').write_bytes(facts['files']['SCC_1 (1)'][1].read_bytes())
+    (root / 'ASC-US').mkdir()
+    (root / 'ASC-US' / 'ASCUS_1.jpg').write_bytes(facts['files']['SCC/1'][1].read_bytes())
     # The same image extracted twice under two spellings of its class folder.
-    (base / 'HSIL').mkdir()
-    (base / 'HSIL' / 'HSIL_1 (1).jpg').write_bytes(facts['files']['HSIL_1 (1)'][1].read_bytes())
+    (root / 'HSIL').mkdir()
+    (root / 'HSIL' / '1.jpg').write_bytes(facts['files']['HSIL/1'][1].read_bytes())
     if mode == 'error':
-        with pytest.raises(PrepareError, match=r"ASC-US/ASCUS_1\.jpg: folder 'Liquid based cytology pap smear "
-                                               r"images/ASC-US' is not a class folder \(label outside the set"):
+        with pytest.raises(PrepareError, match=r"ASC-US/ASCUS_1\.jpg: folder 'ASC-US' is not a class folder \(label "
+                                               r"outside the set"):
             prepare('cervical', root, tmp_path / 'out', test_size=5)
-        (base / 'ASC-US' / 'ASCUS_1.jpg').unlink()
-        with pytest.raises(PrepareError, match=r"duplicate id 'HSIL_1 \(1\)': 2 files share this name"):
+        (root / 'ASC-US' / 'ASCUS_1.jpg').unlink()
+        with pytest.raises(PrepareError, match=r"duplicate id 'HSIL/1': 2 files share this name"):
             prepare('cervical', root, tmp_path / 'out', test_size=5)
     else:
         m = prepare('cervical', root, tmp_path / 'out', on_error='skip', test_size=5)

@@ -115,3 +115,18 @@ def test_output_names_and_places(raw, tmp_path):
     assert safe_name('a b') != safe_name('a_b') and safe_name('a b').startswith('a_b-')
     with pytest.raises(PrepareError, match='is inside --raw'):
         prepare('cervical', raw, raw / 'prepared', test_size=5)
+
+
+@pytest.mark.usefixtures('swift_registered')
+def test_a_rebuilt_folder_never_loads_cached_rows(raw, data_home, tmp_path):
+    """`datasets` keys its cache of a local folder on the folder's name and card: the card carries the
+    rows' hash, so a rebuild with another split (or another folder of the same name) loads its own rows."""
+    from helpers import load
+    from helpers import prepared_rows as rows
+    out = data_home / 'prepared' / 'cervical'
+    prepare('cervical', raw, test_size=5)
+    first = [r['messages'][2]['content'] for r in load('medres/cervical:test')]
+    assert first == [r['answer'] for r in rows(out, 'test')]
+    prepare('cervical', raw, test_size=7, seed=3, force=True)
+    second = load('medres/cervical:test')
+    assert len(second) == 7 and [r['messages'][2]['content'] for r in second] == [r['answer'] for r in rows(out, 'test')]

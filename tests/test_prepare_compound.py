@@ -1,6 +1,7 @@
 """`medres prepare compound`: BBBC021 TIFF triplets + CSVs -> medres/compound."""
 import csv
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -8,7 +9,14 @@ from PIL import Image
 
 from swift_plugins.cli.main import main
 from swift_plugins.data.registry import get_entry
-from swift_plugins.fixtures.raw_sources import BBBC_MOA, BBBC_PLATES, BBBC_SIZE, build_bbbc021, twelve_bit_ramp
+from swift_plugins.fixtures.raw_sources import (
+    BBBC_MOA,
+    BBBC_PLATES,
+    BBBC_SIZE,
+    build_bbbc021,
+    extract_zips,
+    twelve_bit_ramp,
+)
 from swift_plugins.prepare import prepare
 from swift_plugins.prepare.common import PrepareError
 
@@ -33,8 +41,10 @@ def test_prepare_compound_by_compound_and_load_with_ms_swift(raw, data_home):
     assert len(train) + len(test) == facts['fields'] == 21
     assert manifest['excluded']['no_moa']['count'] == facts['no_moa_fields'] == 3
     assert all('acyclovir' in item for item in manifest['excluded']['no_moa']['items'])
-    # The image CSV spells 0.3 as 3e-01: the join on compound + concentration still finds it.
-    assert sum(r['compound'] == 'taxol' for r in train + test) == len(BBBC_PLATES)
+    # The MoA CSV spells 0.003 as 0.003000, the image CSV as 3e-3: the join on the value still finds it.
+    assert sum(r['compound'] == 'docetaxel' for r in train + test) == len(BBBC_PLATES)
+    # Real file names carry no plate prefix: ids come from the CSV's plate and well.
+    assert {r['id'] for r in train + test} >= {f'{p}_B02_s1' for p in BBBC_PLATES}
     entry = get_entry('compound')
     assert {r['answer'] for r in train + test} == set(facts['moas']) and set(facts['moas']) <= set(entry.labels)
 
@@ -132,3 +142,20 @@ def test_missing_csv_is_a_clear_error(raw, tmp_path):
         csv.writer(f).writerows([['compound', 'dose', 'moa'], ['taxol', '0.3', 'Microtubule stabilizers']])
     with pytest.raises(PrepareError, match=r"BBBC021_v1_moa\.csv: missing column\(s\) \['concentration'\]"):
         prepare('compound', root, tmp_path / 'out', split_by='compound', test_fraction=0.25)
+
+
+def test_published_layout_zips_and_week_folders(tmp_path):
+    """The plate zips unpack to <plate>/; a zip left packed is named; Week<N>/<plate>/ works too."""
+    root = tmp_path / 'BBBC021'
+    facts = build_bbbc021(root, extract=False)
+    names = [n for n in zipfile.ZipFile(root / 'BBBC021_v1_images_Week1_22123.zip').namelist()]
+    assert all(n.startswith('Week1_22123/Week1_150607_') and '_s1_w' in n for n in names)
+    assert all(n.startswith('Week2_24121/') and n.split('/')[1][0] in 'BCDEFG'
+               for n in zipfile.ZipFile(root / 'BBBC021_v1_images_Week2_24121.zip').namelist())
+    with pytest.raises(PrepareError, match=r'3 plate zip\(s\) not extracted \(BBBC021_v1_images_Week1_22123\.zip'):
+        prepare('compound', root, tmp_path / 'out', split_by='compound', test_fraction=0.25)
+    extract_zips(root)
+    (root / 'Week2').mkdir()
+    (root / 'Week2_24121').rename(root / 'Week2' / 'Week2_24121')   # the CSV's own PathName
+    m = prepare('compound', root, tmp_path / 'out', split_by='compound', test_fraction=0.25)
+    assert sum(m['counts'].values()) == facts['fields']

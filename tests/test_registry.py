@@ -142,7 +142,7 @@ def test_prepared_entries_hold_the_paper_facts():
         e = entries[name]
         assert (e.modality, e.native_size.width, e.native_size.height) == (modality, width, height)
         assert e.sources.local == f'${{MEDRES_DATA_HOME}}/prepared/{name}' and not (e.sources.hf or e.sources.ms)
-        assert e.metric == 'accuracy' and e.homepage
+        assert e.metric == ('mention_accuracy' if name == 'subcellular' else 'accuracy') and e.homepage
     assert len(entries['compound'].labels) == 13 and 'DMSO' in entries['compound'].labels
     assert entries['cervical'].labels == ['NILM', 'LSIL', 'HSIL', 'SCC']
     assert entries['cervical'].splits['test'].rows == 200 and entries['subcellular'].splits['test'].rows == 2000
@@ -150,8 +150,37 @@ def test_prepared_entries_hold_the_paper_facts():
     assert entries['wsi'].task.kind == 'multiple_choice' and set(entries['wsi'].splits) == {'train', 'validation', 'test'}
     assert [c.source for c in entries['compound'].channels] == ['Actin', 'Tubulin', 'DAPI']
     assert [c.color for c in entries['subcellular'].channels] == ['red', 'green', 'blue', 'none']
-    for name in table1:
+    for name in ('compound', 'cervical', 'wsi', 'subcellular-cell-line'):
         assert '{labels}' in entries[name].prompt.question or '{choices}' in entries[name].prompt.question
+    # The paper's Subcellular task: captions in training, its own question at test time.
+    sub = entries['subcellular']
+    assert sub.task.kind == 'caption' and sub.columns.answer == 'caption'
+    assert sub.question_template('test') == 'Describe the cell line and subcellular localizations shown in this image.'
+    assert sub.question_template('train') == 'Provide a description of the given image.'
+    assert sub.synonyms['U-2 OS'] == ['U2OS', 'U-2OS', 'U2 OS'] and 'A-549' in sub.synonyms['A549']
+
+
+# What the public sources state (the project's reference on the real sources, checked 2026-11).
+LICENCES = {
+    'vqa-rad': ['CC0'],
+    'path-vqa': ['MIT'],
+    # The hub copy's card states none; the original SLAKE release is CC BY 4.0.
+    'slake': ['CC BY 4.0', 'BoKelvin/SLAKE', 'mdwiratathya/SLAKE-vqa-english states no licence'],
+    'subcellular': ['CC BY-SA 3.0', 'proteinatlas.org/about/licence'],
+    'subcellular-cell-line': ['CC BY-SA 3.0', 'proteinatlas.org/about/licence'],
+    'compound': ['bbbc.broadinstitute.org/BBBC021'],
+    'cervical': ['CC BY 4.0', 'zddtpgzv63'],
+    'wsi': ['github.com/cpystan/WSI-VQA', 'TCGA'],
+    'probe': ['medres'],
+}
+
+
+def test_every_licence_string_matches_the_sources():
+    entries = load_registry()
+    assert set(LICENCES) == set(entries)
+    for name, needles in LICENCES.items():
+        for needle in needles:
+            assert needle in entries[name].license, (name, needle, entries[name].license)
 
 
 def test_cli_datasets_lists_the_papers_seven_and_the_probe(monkeypatch):
@@ -161,9 +190,10 @@ def test_cli_datasets_lists_the_papers_seven_and_the_probe(monkeypatch):
     out = _medres('datasets', '--json')
     assert out.returncode == 0, out.stderr
     assert {e['registered_as'] for e in json.loads(out.stdout)} == {
-        f'medres/{n}' for n in ('subcellular', 'compound', 'cervical', 'wsi', 'vqa-rad', 'path-vqa', 'slake', 'probe')}
+        f'medres/{n}' for n in ('subcellular', 'subcellular-cell-line', 'compound', 'cervical', 'wsi', 'vqa-rad',
+                                'path-vqa', 'slake', 'probe')}
     table = _medres('datasets')
-    assert '(8 entries)' in table.stdout and 'medres/wsi' in table.stdout and 'multiple_choice' in table.stdout
+    assert '(9 entries)' in table.stdout and 'medres/wsi' in table.stdout and 'multiple_choice' in table.stdout
 
 
 def test_a_bad_registry_file_stops_swift_with_file_and_field(tmp_path):
@@ -176,3 +206,37 @@ def test_a_bad_registry_file_stops_swift_with_file_and_field(tmp_path):
     assert out.returncode != 0
     assert f"medres: error: {tmp_path / 'bad.yaml'}: field 'metric'" in out.stderr
     assert 'Traceback' not in out.stderr
+
+
+CAPTION = textwrap.dedent("""\
+    name: cap
+    title: Captions
+    modality: microscopy
+    task: {kind: caption, targets: {mention_accuracy: line, mention_macro_recall: places}}
+    metric: mention_accuracy
+    sources: {local: ./prepared}
+    splits: {train: {hub_split: train}, test: {hub_split: test, question: "Describe it."}}
+    columns: {image: image, question: null, answer: caption}
+    prompt: {question: "Caption this."}
+    labels: [HeLa]
+    synonyms: {HeLa: [Hela-S3]}
+    native_size: {width: 64, height: 64}
+    license: CC0
+    citation: Me
+    """)
+
+
+@pytest.mark.parametrize('mutate, message', [
+    (lambda t: t.replace('metric: mention_accuracy', 'metric: accuracy'), 'go with task.kind caption'),
+    (lambda t: t.replace('kind: caption, targets', 'kind: classification, targets'), 'go with task.kind caption'),
+    (lambda t: t.replace('mention_accuracy: line, ', ''), "needs the column its metric 'mention_accuracy' reads"),
+    (lambda t: t.replace('mention_macro_recall: places', 'bleu: places'), "'task.targets'.*not caption metrics"),
+    (lambda t: t.replace('"Describe it."', '"Describe {thing}."'), "'splits.test.question'.*unknown placeholder"),
+    (lambda t: t.replace('"Describe it."', '"One of {labels}."').replace('labels: [HeLa]\n', '')
+     .replace('synonyms: {HeLa: [Hela-S3]}\n', ''), 'splits.test.question uses {labels}'),
+])
+def test_caption_entries_are_checked(tmp_path, mutate, message):
+    entry = load_entry(write(tmp_path, 'cap', CAPTION))
+    assert entry.question_template('test') == 'Describe it.' and entry.question_template('train') == 'Caption this.'
+    with pytest.raises(RegistryError, match=message):
+        load_entry(write(tmp_path, 'cap', mutate(CAPTION)))

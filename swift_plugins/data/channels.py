@@ -9,6 +9,8 @@ becomes RGB through an explicit mapping (a registry entry's `channels`).
 """
 from __future__ import annotations
 
+import gzip
+import io
 import os
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence, Union
@@ -56,6 +58,10 @@ class Decoded:
         return self.planes.shape[2]
 
 
+def is_gzip(path: PathLike) -> bool:
+    return os.fspath(path).lower().endswith('.gz')
+
+
 def is_tiff(path: PathLike) -> bool:
     with open(path, 'rb') as f:
         return f.read(4) in TIFF_MAGIC
@@ -96,7 +102,7 @@ def _from_tiff(path: PathLike, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_P
         raise ImageDecodeError(f'{where}: unreadable TIFF: {type(e).__name__}: {e}') from None
     if photometric in (tifffile.PHOTOMETRIC.SEPARATED, tifffile.PHOTOMETRIC.PALETTE):
         # CMYK and palette TIFFs carry colour semantics PIL implements (ICC profiles, palettes).
-        return _from_pil(path, where, max_pixels)
+        return _from_pil(path.getvalue() if isinstance(path, io.BytesIO) else path, where, max_pixels)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
     if photometric == tifffile.PHOTOMETRIC.MINISWHITE:
@@ -120,8 +126,8 @@ def _from_tiff(path: PathLike, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_P
                            f'expected a 2-D image, samples per pixel, or one plane per page')
 
 
-def _from_pil(path: PathLike, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decoded:
-    im = open_image(os.fspath(path), where, max_pixels)
+def _from_pil(path: Union[PathLike, bytes], where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decoded:
+    im = open_image(path if isinstance(path, bytes) else os.fspath(path), where, max_pixels)
     mode = im.mode
     if mode in ('I;16', 'I;16L', 'I;16B', 'I;16N', 'I', 'F', 'L'):
         arr = np.asarray(im)
@@ -136,9 +142,18 @@ def _from_pil(path: PathLike, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PI
 
 
 def decode(path: PathLike, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decoded:
-    """Decode one file fully; errors (missing, corrupt, truncated, too large) name `where`."""
+    """Decode one file fully (gzipped files read through); errors (missing, corrupt, truncated, too large) name `where`."""
     if not os.path.isfile(path):
         raise ImageDecodeError(f'{where}: image file not found: {path}')
+    if is_gzip(path):
+        # HPA ships its 16-bit originals as <id>_<stain>.tif.gz: read through, never unpacked on disk.
+        try:
+            with gzip.open(path) as f:
+                data = f.read()
+        except (OSError, EOFError) as e:
+            raise ImageDecodeError(f'{where}: cannot decompress {os.fspath(path)}: {type(e).__name__}: {e}') from None
+        return _from_tiff(io.BytesIO(data), where, max_pixels) if data[:4] in TIFF_MAGIC else \
+            _from_pil(data, where, max_pixels)
     return _from_tiff(path, where, max_pixels) if is_tiff(path) else _from_pil(path, where, max_pixels)
 
 
@@ -177,7 +192,7 @@ class WindowAccumulator:
 
 def is_plain_rgb(path: PathLike) -> bool:
     """An 8-bit RGB JPEG or PNG, which a prepared dataset can keep byte for byte."""
-    if is_tiff(path):
+    if is_gzip(path) or is_tiff(path):
         return False
     with Image.open(path) as im:
         return im.format in ('JPEG', 'PNG') and im.mode == 'RGB'

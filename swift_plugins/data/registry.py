@@ -22,8 +22,10 @@ BUILTIN_DIR = Path(__file__).resolve().parent.parent / 'datasets_registry'
 
 Modality = Literal['radiology', 'pathology', 'microscopy', 'cytology', 'clinical', 'dermatology',
                    'ophthalmology', 'endoscopy', 'synthetic', 'other']
-TaskKind = Literal['closed_vqa', 'open_vqa', 'vqa', 'classification', 'multiple_choice']
-Metric = Literal['closed_accuracy', 'accuracy', 'token_recall', 'exact_match']
+TaskKind = Literal['closed_vqa', 'open_vqa', 'vqa', 'classification', 'multiple_choice', 'caption']
+Metric = Literal['closed_accuracy', 'accuracy', 'token_recall', 'exact_match', 'mention_accuracy', 'mention_macro_recall']
+# Metrics of a `caption` task: facts read out of a generated description (eval/caption_metrics.py).
+CAPTION_METRICS = ('mention_accuracy', 'mention_macro_recall')
 PROMPT_FIELDS = {'question', 'labels', 'choices'}
 ChannelColor = Literal['red', 'green', 'blue', 'yellow', 'cyan', 'magenta', 'gray', 'none']
 
@@ -39,12 +41,35 @@ def _no_yaml_booleans(v):
     return v
 
 
+def _check_template(v: Optional[str]) -> Optional[str]:
+    if v is None:
+        return v
+    names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
+    unknown = names - PROMPT_FIELDS
+    if unknown:
+        raise ValueError(f'unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(PROMPT_FIELDS)}')
+    return v
+
+
 class Task(_Strict):
     kind: TaskKind
     # For `vqa`: a row whose answer is one of these is a closed question, the rest are open.
     closed_answers: list[str] = Field(default_factory=list)
+    # For `caption` (the answer is a free-text description): metric -> the row column holding the fact
+    # the description is scored on. `mention_accuracy`: a string column (e.g. cell_line), right when
+    # the first of the split's values named in the output is the row's; `mention_macro_recall`: a list
+    # column (e.g. localizations), each value's recall over the rows that have it, averaged.
+    targets: dict[str, str] = Field(default_factory=dict)
 
     _closed_strings = field_validator('closed_answers', mode='before')(_no_yaml_booleans)
+
+    @field_validator('targets')
+    @classmethod
+    def _caption_metrics(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(v) - set(CAPTION_METRICS))
+        if unknown:
+            raise ValueError(f'{unknown} are not caption metrics; allowed: {list(CAPTION_METRICS)}')
+        return v
 
 
 class Sources(_Strict):
@@ -60,6 +85,11 @@ class Sources(_Strict):
 class Split(_Strict):
     hub_split: str
     rows: Optional[int] = Field(default=None, ge=0)
+    # This split's question template instead of `prompt.question` (the paper asks its Subcellular
+    # test images another question than the one its training captions answer).
+    question: Optional[str] = None
+
+    _template = field_validator('question')(_check_template)
 
 
 class Columns(_Strict):
@@ -75,14 +105,7 @@ class Prompt(_Strict):
     # str.format template over {question}, {labels} (the entry's label set) and {choices}.
     question: str = '{question}'
 
-    @field_validator('question')
-    @classmethod
-    def _known_fields(cls, v: str) -> str:
-        names = {name for _, name, _, _ in string.Formatter().parse(v) if name is not None}
-        unknown = names - PROMPT_FIELDS
-        if unknown:
-            raise ValueError(f'unknown placeholder(s) {sorted(unknown)}; allowed: {sorted(PROMPT_FIELDS)}')
-        return v
+    _template = field_validator('question')(_check_template)
 
 
 class NativeSize(_Strict):
@@ -115,11 +138,14 @@ class Entry(_Strict):
     default_split: str = 'train'
     columns: Columns = Columns()
     prompt: Prompt = Prompt()
+    # For `caption`: the known values of the `mention_accuracy` target (normalised to, not enforced).
     labels: Optional[list[str]] = None
     # Other spellings of a label or closed answer that mean it (e.g. `HEK293` for `HEK 293`).
     synonyms: dict[str, list[str]] = Field(default_factory=dict)
     # Multichannel sources: the explicit stain-to-RGB mapping that `medres prepare` applies.
     channels: Optional[list[Channel]] = None
+    # Integer codes a raw source uses for named values, per code table: `<table>: [name of 0, name of 1, ...]`.
+    codes: dict[str, list[str]] = Field(default_factory=dict)
     native_size: NativeSize
     license: str
     citation: str
@@ -145,6 +171,12 @@ class Entry(_Strict):
             raise ValueError('columns.choices: a multiple_choice task needs the column holding its options')
         if self.task.kind == 'vqa' and not self.task.closed_answers:
             raise ValueError('task.closed_answers: a vqa task (closed + open questions) needs the closed answer set')
+        caption_metric = self.metric in CAPTION_METRICS
+        if (self.task.kind == 'caption') != caption_metric or (self.task.targets and self.task.kind != 'caption'):
+            raise ValueError(f'metric {self.metric!r}: the caption metrics {list(CAPTION_METRICS)} go with task.kind '
+                             f'caption and task.targets, and only with them')
+        if caption_metric and self.metric not in self.task.targets:
+            raise ValueError(f'task.targets: a caption task needs the column its metric {self.metric!r} reads')
         if self.channels is not None:
             for what in ('name', 'source'):
                 values = [getattr(c, what) for c in self.channels]
@@ -161,9 +193,23 @@ class Entry(_Strict):
             for alias in aliases:
                 if owner.setdefault(alias.casefold(), label) != label:
                     raise ValueError(f'synonyms: {alias!r} is given for both {owner[alias.casefold()]!r} and {label!r}')
-        if '{labels}' in self.prompt.question and not self.labels:
-            raise ValueError('prompt.question uses {labels} but the entry has no labels')
+        templates = [('prompt.question', self.prompt.question)] + [
+            (f'splits.{name}.question', split.question) for name, split in self.splits.items() if split.question]
+        for field, template in templates:
+            if '{labels}' in template and not self.labels:
+                raise ValueError(f'{field} uses {{labels}} but the entry has no labels')
         return self
+
+    def spellings(self) -> dict[str, str]:
+        """Case-folded spelling -> label: every label and every synonym of one (how a source or an
+        output may write it)."""
+        out = {alias.casefold(): label for label, aliases in self.synonyms.items() for alias in aliases}
+        return out | {label.casefold(): label for label in self.labels or []}
+
+    def question_template(self, split: str) -> str:
+        """The user-turn template of `split`: its own `question`, else `prompt.question`."""
+        own = self.splits[split].question if split in self.splits else None
+        return own or self.prompt.question
 
     @property
     def registered_name(self) -> str:

@@ -40,8 +40,10 @@ def image_key(payload) -> str:
     return hashlib.sha1(data).hexdigest()[:16]
 
 
-def format_question(entry: Entry, question: str, choices: Optional[list[str]] = None) -> str:
-    return entry.prompt.question.format(
+def format_question(entry: Entry, question: str, choices: Optional[list[str]] = None,
+                    split: Optional[str] = None) -> str:
+    template = entry.question_template(split) if split else entry.prompt.question
+    return template.format(
         question=question.strip(),
         labels=', '.join(entry.labels or []),
         # One option per line: options contain commas ("positive, indicating residual cancer").
@@ -84,6 +86,7 @@ class RowConverter(RowPreprocessor):
         c = self.entry.columns
         wanted = {'columns.image': c.image, 'columns.question': c.question, 'columns.answer': c.answer,
                   'columns.choices': c.choices}
+        wanted.update({f'task.targets.{metric}': col for metric, col in self.entry.task.targets.items()})
         for field, col in wanted.items():
             if col is not None and col not in features:
                 raise RegistryError(f"{self.entry.path}: field '{field}': column {col!r} is not in "
@@ -129,7 +132,8 @@ class RowConverter(RowPreprocessor):
         answer = '' if answer is None else str(answer).strip()
         if not answer:
             raise DataError(f'{where}: empty answer in column {cols.answer!r}')
-        if entry.labels is not None and answer not in entry.labels:
+        # A caption's labels are the known values of its target, not of the description.
+        if entry.labels is not None and entry.task.kind != 'caption' and answer not in entry.labels:
             raise DataError(f'{where}: label {answer!r} is not in the label set of {entry.path}')
         choices = None
         if cols.choices:
@@ -152,6 +156,9 @@ class RowConverter(RowPreprocessor):
         }
         if choices is not None:
             meta['choices'] = choices  # the scorer parses a multiple-choice answer against these
+        if entry.task.targets:
+            # A caption is scored on facts of its row (cell line, localizations), not on its wording.
+            meta['targets'] = {col: row.get(col) for col in entry.task.targets.values()}
         if self.mix is not None:
             pos, n, k = self.mix[index]
             meta['mix'] = {'pos': pos, 'n': n, 'k': k}
@@ -159,7 +166,7 @@ class RowConverter(RowPreprocessor):
         return {
             'messages': [
                 {'role': 'system', 'content': entry.prompt.system},
-                {'role': 'user', 'content': '<image>' + format_question(entry, question, choices)},
+                {'role': 'user', 'content': '<image>' + format_question(entry, question, choices, self.split)},
                 {'role': 'assistant', 'content': answer},
             ],
             'images': [{'bytes': None, 'path': None, payload_key: image.payload}],

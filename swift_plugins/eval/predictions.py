@@ -7,7 +7,7 @@ a foreign row is an error naming the line, never something to drop silently.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +24,8 @@ class Prediction:
     # Multiple choice: the row's options, when the inference rows carry them.
     choices: Optional[tuple[str, ...]]
     line: int
+    # Caption tasks: the row's scored facts (column -> value), e.g. its cell line and localizations.
+    targets: Optional[dict] = field(default=None, hash=False)
 
 
 def _parse_line(path: Path, line_no: int, text: str, dataset: str) -> Prediction:
@@ -56,8 +58,11 @@ def _parse_line(path: Path, line_no: int, text: str, dataset: str) -> Prediction
             raise PredictionsError(f'{where}: row {rid!r}: medres.choices must be a list of strings')
         choices = tuple(choices)
     key = meta.get('image_key')
+    targets = meta.get('targets')
+    if targets is not None and not isinstance(targets, dict):
+        raise PredictionsError(f'{where}: row {rid!r}: medres.targets must be an object, got {type(targets).__name__}')
     return Prediction(id=rid, gold=gold.strip(), response=response, image_key=str(key) if key else None,
-                      choices=choices, line=line_no)
+                      choices=choices, line=line_no, targets=targets)
 
 
 def read_predictions(path: str | Path, dataset: str) -> list[Prediction]:

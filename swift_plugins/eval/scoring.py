@@ -15,7 +15,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 from ..data.registry import Entry
 from ..errors import ScoreError
@@ -24,7 +24,7 @@ from .predictions import Prediction
 from .stats import PairedComparison, cluster_bootstrap_ci, compare_paired
 
 Mode = Literal['strict', 'compat']
-Kind = Literal['closed', 'open', 'classification', 'mc']
+Kind = Literal['closed', 'open', 'classification', 'mc', 'caption', 'caption_recall_only']
 Status = Literal['correct', 'wrong', 'unparseable', 'ambiguous']
 Parse = Literal['parsed', 'unparseable', 'ambiguous']
 MODES = SCORING_MODES
@@ -292,11 +292,12 @@ METRIC_KINDS: dict[str, tuple[Kind, ...]] = {
     'token_recall': ('open',),
     'token_f1': ('open',),
     'exact_match': ('open',),
+    'mention_accuracy': ('caption',),   # caption tasks: eval/caption_metrics.py
 }
 
 
 def metric_value(row: RowScore, metric: str) -> float:
-    if metric in ('closed_accuracy', 'accuracy'):
+    if metric in ('closed_accuracy', 'accuracy', 'mention_accuracy'):
         return float(row.correct)
     return float(getattr(row, metric))
 
@@ -375,8 +376,15 @@ def summarize(entry: Entry, rows: Sequence[RowScore], mode: Mode = 'strict', *, 
                  level=level, n_boot=n_boot, seed=seed, warnings=warnings)
 
 
+# Task kinds scored by their own module (it registers itself; the package imports it): kind -> scorer
+# with score_predictions' signature.
+TASK_SCORERS: dict[str, Callable[..., tuple[Score, list[RowScore]]]] = {}
+
+
 def score_predictions(entry: Entry, predictions: Sequence[Prediction], mode: Mode = 'strict', *,
                       n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[Score, list[RowScore]]:
+    if entry.task.kind in TASK_SCORERS:   # e.g. caption tasks: eval/caption_metrics.py
+        return TASK_SCORERS[entry.task.kind](entry, predictions, mode, n_boot=n_boot, level=level, seed=seed)
     rows = score_rows(entry, predictions, mode)
     return summarize(entry, rows, mode, n_boot=n_boot, level=level, seed=seed), rows
 

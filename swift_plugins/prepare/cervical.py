@@ -3,13 +3,17 @@
 The download is one folder per Bethesda class. Folder names circulate in several spellings
 (the Mendeley names with spaces, underscore and hyphen variants, and the short codes), so a
 folder is matched on its name with case and separators ignored. The split is stratified by class
-with a fixed seed: 200 test images, as the paper used; the rest train.
+with a fixed seed: 200 test images, as the paper used; the rest train. An image's id is
+`<class>/<file stem>`: nothing upstream keeps two class folders from holding equal file names, and the
+class tells them apart; two files of one id (the same class under two folder spellings, or `x.jpg`
+beside `x.png`) are a duplicate.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import random
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
@@ -92,7 +96,7 @@ class CervicalConverter(Converter):
                                    f'{sorted(set(FOLDER_ALIASES))})')
                     continue
                 folders[rel.as_posix()] = label
-                found.append((label, p.stem, p))
+                found.append((label, f'{label}/{p.stem}', p))
         if not found:
             raise PrepareError(f'{ctx.raw}: no images in class folders (expected folders such as '
                                f'"High squamous intra-epithelial lesion", "HSIL", ...)')
@@ -117,9 +121,12 @@ class CervicalConverter(Converter):
         test = stratified_test(groups, test_size, ctx.seed)
         planned = [{'id': i, 'label': label, 'path': p, 'split': 'test' if i in test else 'train'}
                    for label, i, p in items]
+        stems = Counter(p.stem for _, _, p in items)
         facts = {'split_rule': f'stratified by class with seed {ctx.seed}: {test_size} test images '
                                f'(per-class share by largest remainder), the rest train',
-                 'class_folders': folders}
+                 'class_folders': folders,
+                 'id_rule': '<class>/<file stem>',
+                 'file_stems_in_several_classes': sorted(s for s, n in stems.items() if n > 1)}
         return Plan(planned, [p for _, _, p in found], facts)
 
     def build(self, ctx: Context, plan: Plan, writer: DatasetWriter) -> dict:
@@ -128,7 +135,7 @@ class CervicalConverter(Converter):
             rel_src = item['path'].relative_to(ctx.raw).as_posix()
             try:
                 rgb, _ = decode_rgb(item['path'], f'cervical {rel_src}', max_pixels=ctx.max_pixels)
-                stem = f'images/{item["split"]}/{safe_name(item["id"])}'
+                stem = f'images/{item["split"]}/{item["label"]}/{safe_name(item["path"].stem)}'
                 if is_plain_rgb(item['path']):  # copied as downloaded: re-encoding adds only bytes
                     image = writer.copy(item['path'], stem + item['path'].suffix.lower())
                     copied += 1

@@ -151,7 +151,12 @@ class DatasetWriter:
         # containing "test" / "train" would win over the jsonl; the card names the files explicitly.
         configs = [{'config_name': 'default',
                     'data_files': [{'split': s, 'path': f'data/{s}.jsonl'} for s in self.rows]}]
-        card = (f'---\n{yaml.safe_dump({"configs": configs}, sort_keys=False)}---\n# {entry.title}\n\n'
+        # `datasets` caches a local folder under its name and this card, not the files' contents: without
+        # the rows' hash here, a rebuilt folder (or another one of the same name) loads the old rows.
+        digest = hashlib.sha256(b''.join(self.path(f'data/{s}.jsonl').read_bytes() for s in self.rows)).hexdigest()
+        info = {'config_name': 'default', 'description': f'rows sha256 {digest}'}
+        card = (f'---\n{yaml.safe_dump({"configs": configs, "dataset_info": info}, sort_keys=False)}---\n'
+                f'# {entry.title}\n\n'
                 f'Prepared by `medres prepare {entry.name}`, loaded as `{entry.registered_name}`. Provenance, '
                 f'split rule, label distribution, channel mapping, skipped items and checksums: {MANIFEST}.\n')
         self.path(CARD).write_text(card, encoding='utf-8')
@@ -200,7 +205,8 @@ def fingerprint(converter: Converter, ctx: Context, inputs: Iterable[Path]) -> s
     e = ctx.entry
     facts = {'converter': converter.name, 'version': converter.version, 'seed': ctx.seed,
              'on_error': ctx.on_error, 'options': ctx.options, 'labels': e.labels,
-             'channels': [c.model_dump() for c in e.channels or []], 'splits': sorted(e.splits)}
+             'channels': [c.model_dump() for c in e.channels or []], 'splits': sorted(e.splits),
+             'synonyms': e.synonyms, 'codes': e.codes}
     h = hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode())
     for p in sorted(set(inputs)):
         try:

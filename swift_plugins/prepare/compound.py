@@ -31,6 +31,7 @@ from .common import Context, Converter, DatasetWriter, Plan, file_index, find_on
 IMAGE_CSV, MOA_CSV, COMPOUND_CSV = 'BBBC021_v1_image.csv', 'BBBC021_v1_moa.csv', 'BBBC021_v1_compound.csv'
 CONTROL = 'DMSO'
 SITE = re.compile(r'_s(\d+)_')
+ZIP = re.compile(r'BBBC021_v1_images_(.+)\.zip')
 
 
 def concentration_key(value) -> float:
@@ -92,6 +93,7 @@ class CompoundConverter(Converter):
         for r in moa_df.itertuples(index=False):
             moa_of[(r.compound, concentration_key(r.concentration))] = r.moa
         files = file_index(ctx.raw)
+        self._check_extracted(ctx, images, files)
 
         fields = []
         for i, r in enumerate(images.to_dict('records'), start=1):
@@ -141,6 +143,18 @@ class CompoundConverter(Converter):
         for f in items:
             f['smiles'] = smiles.get(f['compound'], '')
         return Plan(items, inputs, facts)
+
+    @staticmethod
+    def _check_extracted(ctx: Context, images, files: set[str]) -> None:
+        """A plate whose zip is there but not unpacked is a download step left out, not a bad field."""
+        plates = set(images['Image_Metadata_Plate_DAPI'])
+        folders = {part for f in files for part in PurePosixPath(f).parent.parts}
+        packed = sorted(z for z in files if (m := ZIP.fullmatch(PurePosixPath(z).name)) and m.group(1) in plates
+                        and m.group(1) not in folders)
+        if packed:
+            raise PrepareError(f'{ctx.raw}: {len(packed)} plate zip(s) not extracted ({", ".join(packed[:3])}'
+                               f'{", ..." if len(packed) > 3 else ""}); unzip them there (each unpacks to '
+                               f'<plate>/), e.g. `cd {ctx.raw} && for z in BBBC021_v1_images_*.zip; do unzip -q "$z"; done`')
 
     def _split(self, ctx: Context, items: list[dict], fraction: float) -> dict:
         rng = random.Random(ctx.seed)

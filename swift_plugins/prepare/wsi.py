@@ -6,11 +6,19 @@ matched to a case on the first 12 characters of the file name, as the WSI-VQA co
 closed (multiple-choice) items are kept; items whose Answer is not among their Choices (the train
 file has some) and exact repeats are excluded and listed, never kept silently. Each slide is
 rendered once (see `slides.py`) and every question of its case reuses that one image.
+
+Options: the files put the right one at B far more often than chance (test: A/B/C/D = 107/151/86/46,
+so always answering "B" scores 38.7%), so each closed item's options are shuffled by default, seeded by
+(--option-seed, item id) so that an item's order never depends on the others; options stay verbatim
+(some differ only by "+"/"-", "<"/">" or a decimal). Rows keep the file's order in `choices_original`;
+--keep-option-order shows that order instead. The manifest gives the answer position distribution of
+both orders, per split.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -18,12 +26,26 @@ from tqdm import tqdm
 
 from ..data.slides import DEFAULT_DOWNSAMPLE, DEFAULT_MAX_PIXELS, render_slide
 from ..errors import ImageDecodeError, PrepareError
+from ..vocabulary import PAPER_SEED
 from .common import Context, Converter, DatasetWriter, Plan, console, safe_name
 
 SPLIT_FILES = {'train': 'WsiVQA_train.json', 'validation': 'WsiVQA_val.json', 'test': 'WsiVQA_test.json'}
 SLIDE_SUFFIXES = {'.svs', '.tif', '.tiff'}
 DIAGNOSTIC = 'DX1'
 CASE_ID_LENGTH = 12
+LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'
+
+
+def shuffle_options(choices: list[str], seed: int, item_id: str) -> list[str]:
+    """`choices` in an order drawn from (seed, item id) alone: the same item always gets the same order."""
+    order = list(choices)
+    random.Random(f'{seed}/{item_id}').shuffle(order)
+    return order
+
+
+def positions(items: list[dict], key: str) -> dict[str, int]:
+    """How often the answer sits at each letter, in the options under `key`."""
+    return dict(sorted(Counter(LETTERS[it[key].index(it['answer'])] for it in items).items()))
 
 
 def _json_files(raw: Path) -> dict[str, Path]:
@@ -51,6 +73,10 @@ class WsiVqaConverter(Converter):
         parser.add_argument('--max-pixels', type=int, default=DEFAULT_MAX_PIXELS,
                             help=f'pixel budget of one render (default {DEFAULT_MAX_PIXELS:,}, about the '
                                  f'paper\'s 3000x4000); larger levels are resampled down to it')
+        parser.add_argument('--option-seed', type=int, default=PAPER_SEED,
+                            help=f'seed of the per-item option shuffle (default {PAPER_SEED})')
+        parser.add_argument('--keep-option-order', action='store_true',
+                            help='show the options in the json files\' order (the right one is mostly B)')
 
     def _slides(self, ctx: Context) -> dict[str, list[Path]]:
         by_case = defaultdict(list)
@@ -69,6 +95,7 @@ class WsiVqaConverter(Converter):
             raise PrepareError(f'--downsample {scale}: needs 0 < downsample <= 1')
         if budget <= 0:
             raise PrepareError(f'--max-pixels {budget}: needs a positive pixel budget')
+        keep_order, option_seed = ctx.options.get('keep_option_order', False), ctx.options.get('option_seed', PAPER_SEED)
         jsons = _json_files(ctx.raw)
         slides = self._slides(ctx)
         items, cases_by_split = [], defaultdict(set)
@@ -99,13 +126,19 @@ class WsiVqaConverter(Converter):
                     report.exclude('answer_not_in_choices', {'item': where, 'Id': it['Id'], 'Question': it['Question'],
                                                              'Answer': it['Answer'], 'Choice': choices})
                     continue
+                if len(set(choices)) != len(choices):
+                    report.exclude('repeated_option', {'item': where, 'Choice': choices})
+                    continue
                 key = (it['Id'], it['Question'], tuple(choices), it['Answer'])
                 if key in seen:
                     report.exclude('repeated_item', where)
                     continue
                 seen.add(key)
-                items.append({'id': f'{path.name}#{i}', 'where': where, 'split': split, 'case': it['Id'],
-                              'question': it['Question'], 'choices': choices, 'answer': it['Answer']})
+                item_id = f'{path.name}#{i}'
+                shown = choices if keep_order else shuffle_options(choices, option_seed, item_id)
+                items.append({'id': item_id, 'where': where, 'split': split, 'case': it['Id'],
+                              'question': it['Question'], 'choices': shown, 'choices_original': choices,
+                              'answer': it['Answer']})
                 cases_by_split[split].add(it['Id'])
 
         renders, inputs = {}, list(jsons.values())
@@ -132,7 +165,11 @@ class WsiVqaConverter(Converter):
                                    'rule': 'pyramid level nearest the downsample, as stored, if within max_pixels; '
                                            'else the coarsest level at least the budget-fitting size, resampled '
                                            'down (Lanczos)'},
-                 'cases_in_more_than_one_split': shared}
+                 'cases_in_more_than_one_split': shared,
+                 'option_order': {'shuffled': not keep_order, 'seed': None if keep_order else option_seed,
+                                  'rule': 'as in the json files' if keep_order else
+                                  f'per item: random.Random("{option_seed}/<item id>").shuffle(Choice); '
+                                  f'the file order is kept in choices_original'}}
         unmatched = ctx.report.excluded.get('answer_not_in_choices', [])
         if unmatched:
             first = unmatched[0]
@@ -160,7 +197,13 @@ class WsiVqaConverter(Converter):
             renders[case] = {'slide': slide.name, 'image': image, 'questions': len(case_items), **info}
             for it in case_items:
                 writer.add_row(it['split'], {'id': it['id'], 'image': image, 'question': it['question'],
-                                             'choices': it['choices'], 'answer': it['answer'], 'case_id': case,
+                                             'choices': it['choices'], 'answer': it['answer'],
+                                             'choices_original': it['choices_original'], 'case_id': case,
                                              'slide': slide.name})
-        return {'renders': renders,
+        answer_positions = {split: {'shown': positions(rows, 'choices'), 'original': positions(rows, 'choices_original')}
+                            for split, rows in writer.rows.items()}
+        for split, pos in answer_positions.items():
+            console.print(f'wsi: {split} answer positions {pos["shown"]} as shown (in the files: {pos["original"]})',
+                          highlight=False, markup=False)
+        return {'renders': renders, 'answer_positions': answer_positions,
                 'cases': {s: len({r['case_id'] for r in rows}) for s, rows in writer.rows.items()}}
