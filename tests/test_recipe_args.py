@@ -115,7 +115,9 @@ def test_zero3_override_of_medres_train_parses(checkpoint_shells, tmp_path, monk
     args, rest, deepspeed = parse_train(recipe, checkpoint_shells['qwen2-vl-7b'], '--deepspeed', 'zero3',
                                         '--per_device_train_batch_size', '2', '--gradient_accumulation_steps', '8')
     assert rest == [] and args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 128
-    if not HAVE_DEEPSPEED:
+    if HAVE_DEEPSPEED:
+        assert args.deepspeed['zero_optimization']['stage'] == 3
+    else:
         assert deepspeed == 'zero3' and deepspeed_config_path('zero3').is_file()
 
 
