@@ -88,3 +88,10 @@ def data_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / 'medres-home'
     monkeypatch.setenv('MEDRES_DATA_HOME', str(home))
     return home
+
+
+@pytest.fixture(scope='session')
+def checkpoint_shells(session_dir) -> dict:
+    """Weightless folders of the four real checkpoints (published configuration, real token ids)."""
+    from swift_plugins.fixtures.checkpoint_shells import build_shells
+    return build_shells(session_dir / 'models' / 'shells')

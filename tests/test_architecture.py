@@ -286,6 +286,7 @@ def test_the_wheel_ships_recipes_registry_and_tables(tmp_path):
     (wheel,) = tmp_path.glob('medres-*.whl')
     names = set(zipfile.ZipFile(wheel).namelist())
     assert sum(n.startswith('swift_plugins/recipes/train/') and n.endswith('.yaml') for n in names) == 24
+    assert sum(n.startswith('swift_plugins/train/checkpoints/') and n.endswith('.json') for n in names) == 4
     assert {'swift_plugins/recipes/infer/native.yaml', 'swift_plugins/recipes/src/base.yaml',
             'swift_plugins/eval/paper_tables.csv', 'swift_plugins/datasets_registry/vqa-rad.yaml',
             'swift_plugins/plugin/medres_plugin.py', 'swift_plugins/cli/main.py'} <= names

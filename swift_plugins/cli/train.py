@@ -22,7 +22,15 @@ def register(sub) -> None:
     tr.add_argument('--global-batch', type=int, default=PAPER_GLOBAL_BATCH,
                     help=f'total batch (the paper uses {PAPER_GLOBAL_BATCH})')
     tr.add_argument('--zero3', action='store_true', help='DeepSpeed ZeRO-3 instead of ZeRO-2 (e.g. the 7B)')
-    tr.add_argument('--dry-run', action='store_true', help='print the plan and the command, run nothing')
+    tr.add_argument('--dry-run', action='store_true',
+                    help='print the plan (batch, memory, tokens, compute) and the command, run nothing')
+    tr.add_argument('--gpu-memory', type=float, default=80.0, metavar='GIB',
+                    help='--dry-run: memory per GPU the plan fits micro-batches into (default 80)')
+    tr.add_argument('--gpu-tflops', type=float, default=125.0,
+                    help='--dry-run: effective TFLOP/s per GPU for the time estimate (default 125, ~40%% of an '
+                         'A100\'s bf16 peak)')
+    tr.add_argument('--no-data', action='store_true',
+                    help='--dry-run: skip reading the dataset\'s image headers and text (no tokens per sample)')
     tr.set_defaults(run=run, swift_args=[])
 
 
@@ -32,4 +40,19 @@ def run(args) -> int:
     plan = batch_plan(args.micro_batch, args.nproc_per_node, args.nnodes, args.global_batch)
     env = launch_env(plan, node_rank=args.node_rank, master_addr=args.master_addr, master_port=args.master_port)
     cmd = launch_command(Path(args.recipe), plan, zero3=args.zero3, extra=args.swift_args)
-    return launch(Path(args.recipe), plan, env, cmd, args.dry_run, base_env=args.env)
+    code = launch(Path(args.recipe), plan, env, cmd, args.dry_run, base_env=args.env)
+    if args.dry_run:
+        print_memory_plan(args, plan)
+    return code
+
+
+def print_memory_plan(args, batch) -> None:
+    """The memory and compute plan of the recipe as launched (estimates; see README "The four checkpoints")."""
+    from ..train.plan import plan_recipe
+    plan = plan_recipe(Path(args.recipe).read_text(), gpus=batch.world_size, micro_batch=batch.micro_batch,
+                       zero3=args.zero3, extra=args.swift_args, gpu_memory_gib=args.gpu_memory,
+                       settings=args.settings, read_data=not args.no_data, gpu_tflops=args.gpu_tflops)
+    if plan is None:
+        print('medres train: no memory plan: medres ships the configuration of the recipes\' four checkpoints only')
+        return
+    print('\n'.join('medres train: ' + line for line in plan.lines()), flush=True)
