@@ -43,6 +43,10 @@ class Task(_Strict):
     kind: TaskKind
     # For `vqa`: a row whose answer is one of these is a closed question, the rest are open.
     closed_answers: list[str] = Field(default_factory=list)
+    # How `medres score --compat` reads a label answer, as the paper's code did for this dataset:
+    # `substring` (gold anywhere in the output) or `first_match` (the first candidate named, as
+    # its Subcellular evaluation; candidates are the gold answers of the scored file).
+    compat: Literal['substring', 'first_match'] = 'substring'
 
     _closed_strings = field_validator('closed_answers', mode='before')(_no_yaml_booleans)
 

@@ -24,6 +24,19 @@ class Prediction:
     # Multiple choice: the row's options, when the inference rows carry them.
     choices: Optional[tuple[str, ...]]
     line: int
+    # The user turn's text as the model saw it: the scorer reads lettered options from it.
+    prompt: Optional[str] = None
+
+
+def _prompt(row: dict) -> Optional[str]:
+    messages = row.get('messages')
+    if not isinstance(messages, list):
+        return None
+    users = [m.get('content') for m in messages if isinstance(m, dict) and m.get('role') == 'user']
+    content = users[-1] if users else None
+    if isinstance(content, list):  # multimodal content parts
+        content = '\n'.join(p.get('text', '') for p in content if isinstance(p, dict) and isinstance(p.get('text'), str))
+    return content if isinstance(content, str) else None
 
 
 def _parse_line(path: Path, line_no: int, text: str, dataset: str) -> Prediction:
@@ -57,7 +70,7 @@ def _parse_line(path: Path, line_no: int, text: str, dataset: str) -> Prediction
         choices = tuple(choices)
     key = meta.get('image_key')
     return Prediction(id=rid, gold=gold.strip(), response=response, image_key=str(key) if key else None,
-                      choices=choices, line=line_no)
+                      choices=choices, line=line_no, prompt=_prompt(row))
 
 
 def read_predictions(path: str | Path, dataset: str) -> list[Prediction]:
