@@ -60,6 +60,10 @@ class Task(_Strict):
     # the first of the split's values named in the output is the row's; `mention_macro_recall`: a list
     # column (e.g. localizations), each value's recall over the rows that have it, averaged.
     targets: dict[str, str] = Field(default_factory=dict)
+    # How `medres score --compat` reads a label answer, as the paper's code did for this dataset:
+    # `substring` (gold anywhere in the output) or `first_match` (the first candidate named, as
+    # its Subcellular evaluation; candidates are the gold answers of the scored file).
+    compat: Literal['substring', 'first_match'] = 'substring'
 
     _closed_strings = field_validator('closed_answers', mode='before')(_no_yaml_booleans)
 

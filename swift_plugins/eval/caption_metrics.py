@@ -31,8 +31,8 @@ import numpy as np
 from ..data.registry import Entry
 from ..errors import ScoreError
 from .predictions import Prediction
-from .scoring import TASK_SCORERS, MetricResult, RowScore, Score
-from .stats import cluster_bootstrap_ci
+from .scoring import TASK_SCORERS, MetricResult, RowScore, Score, _points
+from .stats import BOOTSTRAP, mean_ci
 
 ACCURACY, RECALL = 'mention_accuracy', 'mention_macro_recall'
 # Row kinds: a row with a value for the accuracy target, and one scored on its list target only.
@@ -84,10 +84,6 @@ def _target_list(value, where: str) -> list[str]:
 class CaptionScore(Score):
     """A `Score` plus what the caption metrics saw: the vocabularies and each value's recall."""
     details: dict = field(default_factory=dict)
-
-
-def _points(x: float) -> Optional[float]:
-    return None if x != x else 100.0 * x
 
 
 def macro_recall_ci(gold: Sequence[set], found: Sequence[set], clusters: Sequence[str], *, n_boot: int,
@@ -163,10 +159,12 @@ def score_captions(entry: Entry, predictions: Sequence[Prediction], mode: str = 
     metrics, details, warnings = {}, {}, []
     scored = [r for r in rows if r.kind == CAPTION]
     if acc_col:
-        est = cluster_bootstrap_ci([float(r.correct) for r in scored], [r.image_key for r in scored],
-                                   n_boot=n_boot, level=level, seed=seed)
+        # An accuracy: the same interval as every other accuracy (honest near 0 and 100%).
+        est = mean_ci([float(r.correct) for r in scored], [r.image_key for r in scored], binary=True,
+                      n_boot=n_boot, level=level, seed=seed)
         metrics[ACCURACY] = MetricResult(ACCURACY, _points(est.mean), _points(est.low), _points(est.high), est.n,
-                                         est.n_clusters, sum(r.status == 'unparseable' for r in scored), 0)
+                                         est.n_clusters, sum(r.status == 'unparseable' for r in scored), 0,
+                                         ci_method=est.method if est.n else None, n_effective=est.n_effective)
         details[ACCURACY] = {'column': acc_col, 'values': vocab, 'rows_without_value': len(rows) - len(scored)}
     if rec_col:
         gold_sets = [{x.casefold() for x in _target_list(p.targets.get(rec_col), f'{p.id}: target {rec_col!r}')}
@@ -182,7 +180,7 @@ def score_captions(entry: Entry, predictions: Sequence[Prediction], mode: str = 
             [gold_sets[i] for i in with_values], [found[i] for i in with_values],
             [predictions[i].image_key or predictions[i].id for i in with_values], n_boot=n_boot, level=level, seed=seed)
         metrics[RECALL] = MetricResult(RECALL, _points(point), _points(low), _points(high), len(with_values), n_clusters,
-                                       0, 0)
+                                       0, 0, ci_method=BOOTSTRAP if with_values else None)
         details[RECALL] = {'column': rec_col, 'per_value': {names[k]: round(100 * v, 4) for k, v in recalls.items()}}
     if not metrics.get(entry.metric) or metrics[entry.metric].n == 0:
         warnings.append(f'no rows for the primary metric {entry.metric!r}')

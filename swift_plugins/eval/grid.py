@@ -286,6 +286,8 @@ def table_rows(results: Sequence[CellResult], paper_model: Optional[str]) -> lis
         rows.append({'training': r.spec.train, 'inference': r.spec.inference, 'dataset': r.spec.dataset,
                      'split': r.spec.split, 'metric': r.score['primary'], 'value': r.value,
                      'ci_low': r.metric('ci_low'), 'ci_high': r.metric('ci_high'), 'n': r.metric('n'),
+                     # rows with no answer to score (unparseable or unscorable), counted wrong in `value`
+                     'unparseable': r.score['metrics'][r.score['primary']].get('n_unparseable'),
                      'mean_visual_tokens': r.mean_visual_tokens, 'paper': paper, 'checkpoint': r.spec.checkpoint})
     return rows
 
@@ -297,8 +299,9 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
         writer.writerows(rows)
 
 
-def markdown_table(rows: Sequence[dict], compare_paper: bool) -> str:
-    """The paper's layout: one row per (training, inference), one column per dataset."""
+def markdown_table(rows: Sequence[dict], compare_paper: bool, notes: Sequence[str] = ()) -> str:
+    """The paper's layout: one row per (training, inference), one column per dataset; `notes`:
+    how this run differs from the paper's (marked † beside each paper number)."""
     datasets = list(dict.fromkeys(r['dataset'] for r in rows))
     keys = list(dict.fromkeys((r['training'], r['inference']) for r in rows))
     by = {(r['training'], r['inference'], r['dataset']): r for r in rows}
@@ -310,10 +313,13 @@ def markdown_table(rows: Sequence[dict], compare_paper: bool) -> str:
             r = by.get((train, inf, d))
             text = fmt_points(r['value'], r['ci_low'], r['ci_high']) if r else '-'
             if compare_paper and r is not None:
-                text += f' (paper {r["paper"]:.2f})' if r['paper'] is not None else ' (paper -)'
+                paper = 'paper\u2020' if notes else 'paper'
+                text += f' ({paper} {r["paper"]:.2f})' if r['paper'] is not None else f' ({paper} -)'
             cells.append(text)
         lines.append(f'| {train if train != last_train else ""} | {inf} | ' + ' | '.join(cells) + ' |')
         last_train = train
+    if compare_paper and notes:
+        lines += ['', '\u2020 Differs from the paper: ' + '; '.join(notes) + '.']
     return '\n'.join(lines) + '\n'
 
 
@@ -342,7 +348,8 @@ def heatmap(path: Path, rows: Sequence[dict], title: str) -> None:
 
 
 def comparisons(results: Sequence[CellResult], n_boot: int = 2000, seed: int = 0) -> list[dict]:
-    """The paper's claims as McNemar tests with paired clustered CIs, Holm-corrected over the family."""
+    """The paper's claims as paired tests on the same questions, images as clusters, Holm-corrected
+    over the family (the tests that have a p value: those on 0/1 metrics)."""
     from .scoring import compare_rows
     from .stats import holm
     by = {(r.spec.train, r.spec.inference, r.spec.dataset): r for r in results}
@@ -356,11 +363,11 @@ def comparisons(results: Sequence[CellResult], n_boot: int = 2000, seed: int = 0
             c = compare_rows(read_rows(rows_path(ra.path / 'score.json')), read_rows(rows_path(rb.path / 'score.json')),
                              metric, a_name=f'{a[0]}/{a[1]}', b_name=f'{b[0]}/{b[1]}', n_boot=n_boot, seed=seed)
             out.append({'dataset': dataset, 'claim': claim, 'a': c.a_name, 'b': c.b_name, 'metric': metric,
-                        'n': c.n, 'a_points': 100 * c.mean_a, 'b_points': 100 * c.mean_b,
+                        'n': c.n, 'images': c.n_clusters, 'a_points': 100 * c.mean_a, 'b_points': 100 * c.mean_b,
                         'diff_points': 100 * c.diff, 'diff_ci_low': 100 * c.low, 'diff_ci_high': 100 * c.high,
-                        'table': c.table, 'mcnemar_p': c.p_value})
-    tested = [i for i, r in enumerate(out) if r['mcnemar_p'] is not None]
-    _, adjusted = holm([out[i]['mcnemar_p'] for i in tested])
+                        'ci_method': c.ci_method, 'table': c.table, 'test': c.test, 'p': c.p_value})
+    tested = [i for i, r in enumerate(out) if r['p'] is not None]
+    _, adjusted = holm([out[i]['p'] for i in tested])
     for i, adj in zip(tested, adjusted):
         out[i]['holm_p'] = adj
     for r in out:
@@ -369,13 +376,24 @@ def comparisons(results: Sequence[CellResult], n_boot: int = 2000, seed: int = 0
 
 
 def comparisons_markdown(rows: Sequence[dict]) -> str:
-    lines = ['| dataset | claim | A | B | n | B - A (points) [95% CI] | McNemar p | Holm p |',
+    from .stats import TESTS
+
+    def num(x: Optional[float], fmt: str) -> str:
+        return '-' if x is None or x != x else format(x, fmt)
+
+    lines = ['| dataset | claim | A | B | n (images) | B - A (points) [95% CI] | p | Holm p |',
              '| --- | --- | --- | --- | --- | --- | --- | --- |']
     for r in rows:
-        p = '-' if r['mcnemar_p'] is None else f'{r["mcnemar_p"]:.3g}'
-        hp = '-' if r['holm_p'] is None else f'{r["holm_p"]:.3g}'
-        lines.append(f'| {r["dataset"]} | {r["claim"]} | {r["a"]} | {r["b"]} | {r["n"]} | '
-                     f'{r["diff_points"]:+.1f} [{r["diff_ci_low"]:+.1f}, {r["diff_ci_high"]:+.1f}] | {p} | {hp} |')
+        mark = {'mcnemar_exact': '', 'cluster_sign_flip': '*'}.get(r['test'] or '', '')
+        lines.append(f'| {r["dataset"]} | {r["claim"]} | {r["a"]} | {r["b"]} | {r["n"]} ({r["images"]}) | '
+                     f'{r["diff_points"]:+.1f} [{num(r["diff_ci_low"], "+.1f")}, {num(r["diff_ci_high"], "+.1f")}] | '
+                     f'{num(r["p"], ".3g")}{mark} | {num(r["holm_p"], ".3g")} |')
+    used = [t for t in TESTS if any(r['test'] == t for r in rows)]
+    if used:
+        lines.append('')
+        lines.append('p: ' + '; '.join(('* ' if t == 'cluster_sign_flip' else '') + TESTS[t] for t in used)
+                     + '. Holm: over the tests of this table. CI: each arm\'s Agresti-Coull interval on its '
+                     'design-effect-adjusted n, combined by MOVER (accuracies); paired image bootstrap (token recall).')
     return '\n'.join(lines) + '\n'
 
 
@@ -403,7 +421,9 @@ def run_grid(config: GridConfig) -> GridReport:
     rows = table_rows(results, config.paper_model)
     w = config.workdir
     write_csv(w / 'grid.csv', rows)
-    md = markdown_table(rows, config.paper_model is not None)
+    from .paper import comparison_notes
+    notes = comparison_notes(config.paper_model, config.mode) if config.paper_model else []
+    md = markdown_table(rows, config.paper_model is not None, notes)
     (w / 'grid.md').write_text(md)
     heatmap(w / 'grid.png', rows, f'{rows[0]["metric"]}, {config.mode} scoring')
     comps = comparisons(results, n_boot=config.n_boot, seed=config.seed)

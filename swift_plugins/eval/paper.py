@@ -29,6 +29,24 @@ HUB_MODELS = {
 }
 
 
+# Where a run compared with the paper necessarily differs from the paper's model.
+MODEL_NOTES = {
+    'LLaVA-OneVision-2B': 'the paper\'s "LLaVA-OneVision-2B" has no public checkpoint; its numbers stand beside '
+                          'the 0.5B hub model (llava-hf/llava-onevision-qwen2-0.5b-ov-hf), a smaller model',
+}
+COMPAT_NOTE = ("the paper scored with its substring rule (`--compat`); strict scores are lower wherever "
+               "outputs are verbose, hedged or negated")
+
+
+def comparison_notes(model: str, mode: str) -> list[str]:
+    """What differs between this run and the paper's numbers it is put beside."""
+    name = paper_model(model)
+    notes = [MODEL_NOTES[name]] if name in MODEL_NOTES else []
+    if mode != 'compat':
+        notes.append(COMPAT_NOTE)
+    return notes
+
+
 @lru_cache(maxsize=1)
 def paper_table() -> pd.DataFrame:
     """Columns: model, training (none/low/native/mixed), inference (low/native/mixed), dataset, value."""

@@ -26,6 +26,19 @@ class Prediction:
     line: int
     # Caption tasks: the row's scored facts (column -> value), e.g. its cell line and localizations.
     targets: Optional[dict] = field(default=None, hash=False)
+    # The user turn's text as the model saw it: the scorer reads lettered options from it.
+    prompt: Optional[str] = None
+
+
+def _prompt(row: dict) -> Optional[str]:
+    messages = row.get('messages')
+    if not isinstance(messages, list):
+        return None
+    users = [m.get('content') for m in messages if isinstance(m, dict) and m.get('role') == 'user']
+    content = users[-1] if users else None
+    if isinstance(content, list):  # multimodal content parts
+        content = '\n'.join(p.get('text', '') for p in content if isinstance(p, dict) and isinstance(p.get('text'), str))
+    return content if isinstance(content, str) else None
 
 
 def _parse_line(path: Path, line_no: int, text: str, dataset: str) -> Prediction:
@@ -62,7 +75,7 @@ def _parse_line(path: Path, line_no: int, text: str, dataset: str) -> Prediction
     if targets is not None and not isinstance(targets, dict):
         raise PredictionsError(f'{where}: row {rid!r}: medres.targets must be an object, got {type(targets).__name__}')
     return Prediction(id=rid, gold=gold.strip(), response=response, image_key=str(key) if key else None,
-                      choices=choices, line=line_no, targets=targets)
+                      choices=choices, line=line_no, targets=targets, prompt=_prompt(row))
 
 
 def read_predictions(path: str | Path, dataset: str) -> list[Prediction]:

@@ -1,17 +1,19 @@
 """Score predictions against their registry entry, per row and in summary with clustered CIs.
 
-Two modes. `strict` (default) parses an answer out of the output: a closed question is answered
-only when the output starts with one allowed answer and names no other; a classification or
-multiple-choice output must name exactly one label (whole words, longest label first). `compat`
-reproduces the paper's evaluation code (cliangyu/med_eval): a closed or label answer is right when
-the gold string occurs anywhere in the lower-cased output, and open answers get LLaVA-Med's token
-recall. Compat exists to compare with published numbers, not to report new ones.
+Two modes. `strict` (default) reads the answer out of the output by the rules of `answers.py`
+(README, "Scoring": the rule table): a closed question, a classification or a multiple-choice
+row is correct, wrong, ambiguous or unparseable; open answers get token recall, F1 and exact
+match. `compat` reproduces the paper's evaluation code (cliangyu/med_eval): a closed or label
+answer is right when the gold string occurs anywhere in the lower-cased output (or, for entries
+with `task.compat: first_match`, when the first candidate named is the gold), and open answers
+get LLaVA-Med's token recall. Compat exists to compare with published numbers, not to report
+new ones. No row stops scoring: a row that cannot be scored (its gold is not among its options,
+its options cannot be told apart) is `unscorable`, counted wrong and named.
 """
 from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,105 +22,14 @@ from typing import Callable, Literal, Optional, Sequence
 from ..data.registry import Entry
 from ..errors import ScoreError
 from ..vocabulary import SCORING_MODES
+from .answers import ARTICLES, NUMBER_WORDS, OptionSet, answer_tokens, first_match
 from .predictions import Prediction
-from .stats import PairedComparison, cluster_bootstrap_ci, compare_paired
+from .stats import METHODS, PairedComparison, compare_paired, mean_ci
 
 Mode = Literal['strict', 'compat']
 Kind = Literal['closed', 'open', 'classification', 'mc', 'caption', 'caption_recall_only']
-Status = Literal['correct', 'wrong', 'unparseable', 'ambiguous']
-Parse = Literal['parsed', 'unparseable', 'ambiguous']
+Status = Literal['correct', 'wrong', 'unparseable', 'ambiguous', 'unscorable']
 MODES = SCORING_MODES
-
-
-# ---------------------------------------------------------------------------- normalization
-
-_WORD = re.compile(r'[^\W_]+')  # runs of letters and digits, any script
-ARTICLES = frozenset({'a', 'an', 'the'})
-NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    'zero one two three four five six seven eight nine ten'.split())}
-
-
-def tokens(text: str) -> list[str]:
-    """Case-folded words: punctuation, hyphens and whitespace all separate words."""
-    return _WORD.findall(unicodedata.normalize('NFKC', text).casefold())
-
-
-def answer_tokens(text: str) -> list[str]:
-    """Tokens for comparing free-text answers: articles dropped, number words as digits.
-
-    Only open answers use this: articles never distinguish two medical answers ("the left lung"
-    is "left lung"), but a multiple-choice option may be the letter "A".
-    """
-    return [NUMBER_WORDS.get(t, t) for t in tokens(text) if t not in ARTICLES]
-
-
-def normalize_answer(text: str) -> str:
-    return ' '.join(answer_tokens(text))
-
-
-# ---------------------------------------------------------------------------- label parsing
-
-class LabelMatcher:
-    """Find which of a fixed set of labels an output names, on whole-word token sequences.
-
-    Longer labels claim their words first, so "Aurora kinase inhibitors" is not also read as
-    "Kinase inhibitors". Labels that normalize to the same words cannot be told apart and are
-    refused rather than scored arbitrarily.
-    """
-
-    def __init__(self, labels: Sequence[str]):
-        self.labels = list(labels)
-        self._words: dict[str, tuple[str, ...]] = {}
-        seen: dict[tuple[str, ...], str] = {}
-        for label in self.labels:
-            words = tuple(tokens(label))
-            if not words:
-                raise ScoreError(f'label {label!r} has no letters or digits to match')
-            if words in seen and seen[words] != label:
-                raise ScoreError(f'labels {seen[words]!r} and {label!r} differ only in case or punctuation; '
-                                 'strict scoring cannot tell them apart')
-            seen[words] = label
-            self._words[label] = words
-        self._order = sorted(self._words, key=lambda lb: (-len(self._words[lb]), -len(lb)))
-
-    def find(self, text: str) -> list[tuple[str, int]]:
-        """(label, first token position) of every label named, by position."""
-        toks = tokens(text)
-        claimed = [False] * len(toks)
-        found: dict[str, int] = {}
-        for label in self._order:
-            words, k = self._words[label], len(self._words[label])
-            for i in range(len(toks) - k + 1):
-                if tuple(toks[i:i + k]) == words and not any(claimed[i:i + k]):
-                    claimed[i:i + k] = [True] * k
-                    found.setdefault(label, i)
-        return sorted(found.items(), key=lambda kv: kv[1])
-
-    def canonical(self, answer: str) -> Optional[str]:
-        """The label that `answer` is, ignoring case and punctuation."""
-        words = tuple(tokens(answer))
-        return next((lb for lb, w in self._words.items() if w == words), None)
-
-
-def parse_label(text: str, matcher: LabelMatcher) -> tuple[Parse, Optional[str]]:
-    """Classification / multiple choice: exactly one distinct label named."""
-    labels = {label for label, _ in matcher.find(text)}
-    if not labels:
-        return 'unparseable', None
-    if len(labels) > 1:
-        return 'ambiguous', None
-    return 'parsed', labels.pop()
-
-
-def parse_closed(text: str, matcher: LabelMatcher) -> tuple[Parse, Optional[str]]:
-    """Closed question: the output starts with one allowed answer and names no other."""
-    found = matcher.find(text)
-    if not found or found[0][1] != 0:
-        # Leading words decide: "there is no ..." or "not sure" do not answer a yes/no question.
-        return 'unparseable', None
-    if len({label for label, _ in found}) > 1:
-        return 'ambiguous', None
-    return 'parsed', found[0][0]
 
 
 # ---------------------------------------------------------------------------- open answers
@@ -185,12 +96,14 @@ class RowScore:
     gold: str
     response: str
     status: Status
-    # Open rows: the exact match. Compat rows: the substring rule's verdict.
+    # Open rows: the exact match. Compat rows: the paper's rule's verdict.
     correct: bool
     parsed: Optional[str] = None
     token_recall: Optional[float] = None
     token_f1: Optional[float] = None
     exact_match: Optional[bool] = None
+    # Why a row is ambiguous, unparseable or unscorable.
+    note: Optional[str] = None
 
 
 def _closed_answers(entry: Entry) -> list[str]:
@@ -198,27 +111,32 @@ def _closed_answers(entry: Entry) -> list[str]:
 
 
 class RowScorer:
-    """Scores the rows of one entry in one mode (label matchers are built once per option set)."""
+    """Scores the rows of one entry in one mode (option sets are built once per set of options).
 
-    def __init__(self, entry: Entry, mode: Mode = 'strict'):
+    `candidates`: for compat `first_match` entries, the answers the paper's regex searches for
+    (the gold answers of the file being scored; `score_rows` passes them). Default: the options.
+    """
+
+    def __init__(self, entry: Entry, mode: Mode = 'strict', candidates: Optional[Sequence[str]] = None):
         if mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, got {mode!r}')
         self.entry, self.mode = entry, mode
-        self._matchers: dict[tuple[str, ...], LabelMatcher] = {}
+        self.candidates = list(candidates) if candidates is not None else None
+        self._sets: dict[tuple[str, ...], OptionSet] = {}
         self._closed_lower = {a.lower() for a in _closed_answers(entry)}
 
-    def matcher(self, options: Sequence[str]) -> LabelMatcher:
+    def option_set(self, options: Sequence[str]) -> OptionSet:
         key = tuple(options)
-        if key not in self._matchers:
-            self._matchers[key] = LabelMatcher(options)
-        return self._matchers[key]
+        if key not in self._sets:
+            self._sets[key] = OptionSet(options, self.entry.synonyms)
+        return self._sets[key]
 
     def kind(self, gold: str) -> Kind:
         kind = self.entry.task.kind
         if kind == 'vqa':
             if self.mode == 'compat':  # med_eval: `answer.lower() in ['yes', 'no']`
                 return 'closed' if gold.lower() in self._closed_lower else 'open'
-            return 'closed' if self.matcher(_closed_answers(self.entry)).canonical(gold) is not None else 'open'
+            return 'closed' if self.option_set(_closed_answers(self.entry)).canonical(gold) is not None else 'open'
         return {'closed_vqa': 'closed', 'open_vqa': 'open', 'classification': 'classification',
                 'multiple_choice': 'mc'}[kind]
 
@@ -229,8 +147,8 @@ class RowScorer:
             return list(pred.choices)
         if self.entry.labels:
             return self.entry.labels
-        raise ScoreError(f'{pred.id}: a multiple-choice row needs its options: neither '
-                         f'chat_template_kwargs.medres.choices nor the labels of entry {self.entry.name!r} give them')
+        raise ScoreError('a multiple-choice row needs its options: neither chat_template_kwargs.medres.choices '
+                         f'nor the labels of entry {self.entry.name!r} give them')
 
     def __call__(self, pred: Prediction) -> RowScore:
         kind = self.kind(pred.gold)
@@ -244,26 +162,47 @@ class RowScorer:
                 recall, f1, exact = token_scores(pred.response, pred.gold)
             return RowScore(**base, status='correct' if exact else 'wrong', correct=exact,
                             token_recall=recall, token_f1=f1, exact_match=exact)
+        try:
+            options = self.options(pred, kind)
+            if self.mode == 'compat':
+                return self._compat(pred, kind, options, base)
+            return self._strict(pred, options, base)
+        except ScoreError as e:
+            return RowScore(**base, status='unscorable', correct=False, note=str(e))
 
-        options = self.options(pred, kind)
-        if self.mode == 'compat':
-            if pred.gold.lower() not in {o.lower() for o in options}:
-                raise ScoreError(f'{pred.id}: gold answer {pred.gold!r} is not one of the options {options}')
-            # med_eval: `gt in pred.lower()` (eval_hussain.py; infer_eval.py for yes/no).
-            hit = pred.gold.lower() in pred.response.lower()
-            return RowScore(**base, status='correct' if hit else 'wrong', correct=hit)
-        m = self.matcher(options)
-        gold = m.canonical(pred.gold)
-        if gold is None:
-            raise ScoreError(f'{pred.id}: gold answer {pred.gold!r} is not one of the options {options}')
-        status, parsed = (parse_closed if kind == 'closed' else parse_label)(pred.response, m)
-        if status == 'parsed':
-            status = 'correct' if parsed == gold else 'wrong'
-        return RowScore(**base, status=status, correct=status == 'correct', parsed=parsed)
+    def _compat(self, pred: Prediction, kind: Kind, options: Sequence[str], base: dict) -> RowScore:
+        if pred.gold.lower() not in {o.lower() for o in options}:
+            raise ScoreError(f'gold answer {pred.gold!r} is not one of the options {list(options)}')
+        if kind != 'closed' and self.entry.task.compat == 'first_match':
+            named = first_match(pred.response, self.candidates if self.candidates is not None else options)
+            hit = named is not None and named == pred.gold.upper()
+            return RowScore(**base, status='correct' if hit else 'wrong', correct=hit, parsed=named)
+        # med_eval: `gt in pred.lower()` (eval_hussain.py; infer_eval.py for yes/no).
+        hit = pred.gold.lower() in pred.response.lower()
+        return RowScore(**base, status='correct' if hit else 'wrong', correct=hit)
+
+    def _strict(self, pred: Prediction, options: Sequence[str], base: dict) -> RowScore:
+        opts = self.option_set(options)
+        gold = opts.group(pred.gold)
+        if not gold:
+            raise ScoreError(f'gold answer {pred.gold!r} is not one of the options {list(options)}')
+        parsed = opts.parse(pred.response, opts.letters(pred.prompt))
+        if parsed.status != 'parsed':
+            return RowScore(**base, status=parsed.status, correct=False, note=parsed.note)
+        if not parsed.group & gold:
+            return RowScore(**base, status='wrong', correct=False, parsed=parsed.option)
+        # Options that coincide once case, punctuation and number spelling go are one answer.
+        note = f'options {" / ".join(sorted(parsed.group))} are the same answer' if len(parsed.group) > 1 else None
+        return RowScore(**base, status='correct', correct=True, parsed=pred.gold if pred.gold in parsed.group
+                        else parsed.option, note=note)
 
 
 def score_rows(entry: Entry, predictions: Sequence[Prediction], mode: Mode = 'strict') -> list[RowScore]:
-    scorer = RowScorer(entry, mode)
+    candidates = None
+    if mode == 'compat' and entry.task.compat == 'first_match':
+        # The paper searched for the cell lines present in its test file.
+        candidates = sorted({p.gold for p in predictions})
+    scorer = RowScorer(entry, mode, candidates)
     return [scorer(p) for p in predictions]
 
 
@@ -309,9 +248,19 @@ def metric_rows(rows: Sequence[RowScore], metric: str) -> list[RowScore]:
     return [r for r in rows if r.kind in METRIC_KINDS[metric]]
 
 
+# 0/1 metrics: Agresti-Coull intervals on the design-effect-adjusted n and the clustered paired test.
+BINARY_METRICS = frozenset({'closed_accuracy', 'accuracy', 'exact_match'})
+# Unscorable rows shown by name in a summary's warnings (all of them are in the rows file).
+NAMED_UNSCORABLE = 5
+
+
 @dataclass
 class MetricResult:
-    """A metric in points (0-100) with its cluster-bootstrap CI; None where there are no rows."""
+    """A metric in points (0-100) with its image-clustered CI; None where there are no rows.
+
+    `n_unparseable` counts every row with no answer to score: unparseable and unscorable ones
+    (`n_unscorable` of them); both are in `n` and count as wrong.
+    """
     name: str
     value: Optional[float]
     ci_low: Optional[float]
@@ -320,6 +269,9 @@ class MetricResult:
     n_clusters: int
     n_unparseable: int
     n_ambiguous: int
+    n_unscorable: int = 0
+    ci_method: Optional[str] = None
+    n_effective: Optional[float] = None
 
 
 @dataclass
@@ -341,9 +293,17 @@ class Score:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d['ci_method'] = (f'{self.level:.0%} percentile bootstrap over images (questions resampled with '
-                          f'their image), {self.n_boot} resamples, seed {self.seed}')
+        d['ci_method'] = ci_description(self.metrics.values(), self.level, self.n_boot, self.seed)
         return d
+
+
+def ci_description(metrics, level: float, n_boot: int, seed: int) -> str:
+    parts = []
+    for method in dict.fromkeys(m.ci_method for m in metrics if m.ci_method):
+        names = ', '.join(m.name for m in metrics if m.ci_method == method)
+        extra = f', {n_boot} resamples, seed {seed}' if method == 'bootstrap' else ''
+        parts.append(f'{names}: {level:.0%} {METHODS[method]}{extra}')
+    return '; '.join(parts)
 
 
 def _points(x: float) -> Optional[float]:
@@ -362,16 +322,24 @@ def summarize(entry: Entry, rows: Sequence[RowScore], mode: Mode = 'strict', *, 
     metrics, warnings = {}, []
     for name in names:
         sub = metric_rows(rows, name)
-        est = cluster_bootstrap_ci([metric_value(r, name) for r in sub], [r.image_key for r in sub],
-                                   n_boot=n_boot, level=level, seed=seed)
+        est = mean_ci([metric_value(r, name) for r in sub], [r.image_key for r in sub], binary=name in BINARY_METRICS,
+                      n_boot=n_boot, level=level, seed=seed)
         metrics[name] = MetricResult(
             name=name, value=_points(est.mean), ci_low=_points(est.low), ci_high=_points(est.high), n=est.n,
-            n_clusters=est.n_clusters, n_unparseable=sum(r.status == 'unparseable' for r in sub),
-            n_ambiguous=sum(r.status == 'ambiguous' for r in sub))
+            n_clusters=est.n_clusters, n_unparseable=sum(r.status in ('unparseable', 'unscorable') for r in sub),
+            n_ambiguous=sum(r.status == 'ambiguous' for r in sub), n_unscorable=sum(r.status == 'unscorable' for r in sub),
+            ci_method=est.method if est.n else None, n_effective=est.n_effective)
     if not metric_rows(rows, entry.metric):
         warnings.append(f'no rows for the primary metric {entry.metric!r}')
     if any(r.image_key == r.id for r in rows):
         warnings.append('some rows have no image_key; they are their own cluster (CIs may be too narrow)')
+    bad = [r for r in rows if r.status == 'unscorable']
+    if bad:
+        named = '; '.join(f'{r.id}: {r.note}' for r in bad[:NAMED_UNSCORABLE])
+        more = f'; and {len(bad) - NAMED_UNSCORABLE} more (status "unscorable" in the rows file)' \
+            if len(bad) > NAMED_UNSCORABLE else ''
+        warnings.append(f'{len(bad)} row(s) could not be scored and count as wrong (in the unparseable column): '
+                        f'{named}{more}')
     return Score(dataset=entry.name, mode=mode, primary=entry.metric, n_rows=len(rows), metrics=metrics,
                  level=level, n_boot=n_boot, seed=seed, warnings=warnings)
 
@@ -394,10 +362,12 @@ def score_predictions(entry: Entry, predictions: Sequence[Prediction], mode: Mod
 def compare_rows(a: Sequence[RowScore], b: Sequence[RowScore], metric: str, *, intersect: bool = False,
                  a_name: str = 'A', b_name: str = 'B', n_boot: int = 2000, level: float = 0.95,
                  seed: int = 0) -> PairedComparison:
-    """Arm B vs arm A on `metric`'s rows, paired by question id, CI clustered by image.
+    """Arm B vs arm A on `metric`'s rows, paired by question id, images as clusters.
 
-    McNemar's exact test for the binary metrics (accuracies, exact match); the difference and its
-    CI only for token recall / F1. Both arms must score the same questions of the same images.
+    For the 0/1 metrics (accuracies, exact match): the exact cluster sign-flip test (McNemar's
+    exact test where every image has one question) and the MOVER interval of the difference; for
+    token recall / F1 the difference and its paired image-bootstrap CI only. Both arms must score
+    the same questions of the same images.
     """
     va = {r.id: metric_value(r, metric) for r in metric_rows(a, metric)}
     vb = {r.id: metric_value(r, metric) for r in metric_rows(b, metric)}

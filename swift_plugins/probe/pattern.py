@@ -8,8 +8,9 @@
    (mixed/native vs native/native) and above both mismatched cells (native/low, low/native).
 
 A cell is `(training, inference)`, e.g. `('native', 'low')`. A "greater than" claim holds when the
-paired difference is positive and its McNemar p, Holm-corrected over the claims of this family,
-is below `alpha`; "within tolerance" holds when the paired 95% CI of the difference lies above
+paired difference is positive and its paired test's p (McNemar's exact test: each probe image
+carries one question; the cluster sign-flip test where images carry several), Holm-corrected over
+the claims of this family, is below `alpha`; "within tolerance" holds when the paired 95% CI of the difference lies above
 -tolerance; "above the ceiling" when the cell's own 95% CI lies above it.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..eval.scoring import RowScore, compare_rows, summarize
 from ..eval.stats import holm
 
 Cell = tuple[str, str]
+_TEST_NAMES = {'mcnemar_exact': 'McNemar', 'cluster_sign_flip': 'cluster sign-flip'}
 DEFAULT_TOLERANCE = 5.0   # points: "within a few points"
 GREATER = [  # name, claim, higher cell, lower cell
     ('native_beats_low', 'aligned native > aligned low', ('native', 'native'), ('low', 'low')),
@@ -41,7 +43,7 @@ class PatternCheck:
     detail: str
     diff: Optional[float] = None                  # B - A in points
     ci: Optional[tuple[float, float]] = None      # its paired 95% CI
-    p_value: Optional[float] = None               # McNemar, Holm-corrected within the family
+    p_value: Optional[float] = None               # the paired test's, Holm-corrected within the family
 
 
 def _name(cell: Cell) -> str:
@@ -68,7 +70,8 @@ def pattern_checks(entry: Entry, rows: Mapping[Cell, Sequence[RowScore]], *, coa
         d = 100 * t.diff
         checks.append(PatternCheck(name, claim, d > 0 and p < alpha,
                                    f'{_name(hi)} - {_name(lo)} = {d:+.1f} points [{100 * t.low:+.1f}, {100 * t.high:+.1f}], '
-                                   f'McNemar p (Holm) = {p:.2g}', d, (100 * t.low, 100 * t.high), p))
+                                   f'{_TEST_NAMES.get(t.test, "paired")} p (Holm) = {p:.2g}', d,
+                                   (100 * t.low, 100 * t.high), p))
 
     c = compare_rows(rows[('native', 'native')], rows[('mixed', 'native')], 'accuracy', a_name='native/native',
                      b_name='mixed/native', n_boot=n_boot, seed=seed)
