@@ -286,6 +286,7 @@ def table_rows(results: Sequence[CellResult], paper_model: Optional[str]) -> lis
         rows.append({'training': r.spec.train, 'inference': r.spec.inference, 'dataset': r.spec.dataset,
                      'split': r.spec.split, 'metric': r.score['primary'], 'value': r.value,
                      'ci_low': r.metric('ci_low'), 'ci_high': r.metric('ci_high'), 'n': r.metric('n'),
+                     'unparseable': r.score['metrics'][r.score['primary']].get('n_unparseable'),
                      'mean_visual_tokens': r.mean_visual_tokens, 'paper': paper, 'checkpoint': r.spec.checkpoint})
     return rows
 
@@ -298,7 +299,9 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 
 def markdown_table(rows: Sequence[dict], compare_paper: bool) -> str:
-    """The paper's layout: one row per (training, inference), one column per dataset."""
+    """The paper's layout: one row per (training, inference), one column per dataset. Every cell
+    says how many of its scored answers were unparseable (wrong, and a sign of a broken format
+    rather than a wrong belief): `50.0 [41.2, 58.8] (3/96 unparseable)`."""
     datasets = list(dict.fromkeys(r['dataset'] for r in rows))
     keys = list(dict.fromkeys((r['training'], r['inference']) for r in rows))
     by = {(r['training'], r['inference'], r['dataset']): r for r in rows}
@@ -308,10 +311,16 @@ def markdown_table(rows: Sequence[dict], compare_paper: bool) -> str:
         cells = []
         for d in datasets:
             r = by.get((train, inf, d))
-            text = fmt_points(r['value'], r['ci_low'], r['ci_high']) if r else '-'
-            if compare_paper and r is not None:
-                text += f' (paper {r["paper"]:.2f})' if r['paper'] is not None else ' (paper -)'
-            cells.append(text)
+            if r is None:
+                cells.append('-')
+                continue
+            notes = []
+            if compare_paper:
+                notes.append(f'paper {r["paper"]:.2f}' if r['paper'] is not None else 'paper -')
+            if r.get('unparseable') is not None:
+                notes.append(f'{r["unparseable"]}/{r["n"]} unparseable')
+            text = fmt_points(r['value'], r['ci_low'], r['ci_high'])
+            cells.append(text + (f' ({"; ".join(notes)})' if notes else ''))
         lines.append(f'| {train if train != last_train else ""} | {inf} | ' + ' | '.join(cells) + ' |')
         last_train = train
     return '\n'.join(lines) + '\n'
