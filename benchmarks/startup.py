@@ -1,5 +1,6 @@
 """Start-up time of the `medres` commands that neither train nor infer (and two that do import the
-ML stack, for scale): wall seconds of a fresh process, median of N runs.
+ML stack, for scale): wall and CPU (user + system) seconds of a fresh process, median of N runs.
+CPU seconds are what a busy shared machine does not inflate much; wall seconds are what you wait.
 
     python benchmarks/startup.py --runs 7 --out benchmarks/startup.json
 
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -71,17 +73,25 @@ def main() -> None:
         env = setup(root)
         results = {}
         for name, argv in commands(root).items():
-            times = []
+            times, cpu = [], []
             for _ in range(args.runs + 1):   # the first run warms the page cache and the datasets cache
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 start = time.perf_counter()
                 proc = subprocess.run([MEDRES, *argv], env=env, capture_output=True, text=True)
                 times.append(time.perf_counter() - start)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
                 if proc.returncode != 0:
                     raise SystemExit(f'{name} failed: {proc.stderr[-2000:]}')
-            results[name] = {'median_s': round(statistics.median(times[1:]), 2), 'min_s': round(min(times[1:]), 2)}
-            print(f'{name:80} {results[name]["median_s"]:6.2f} s (min {results[name]["min_s"]:.2f})')
-    record = {'machine': platform.processor() or platform.machine(), 'python': platform.python_version(),
-              'cpus': os.cpu_count(), 'load_average_1min': round(os.getloadavg()[0], 1), 'runs': args.runs,
+            results[name] = {'wall_median_s': round(statistics.median(times[1:]), 2),
+                             'wall_min_s': round(min(times[1:]), 2), 'cpu_median_s': round(statistics.median(cpu[1:]), 2)}
+            r = results[name]
+            print(f'{name:80} wall {r["wall_median_s"]:6.2f} s (min {r["wall_min_s"]:.2f}), cpu {r["cpu_median_s"]:.2f} s')
+    cpuinfo = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').exists() else ''
+    model = next((line.split(':', 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith('model name')),
+                 platform.machine())
+    record = {'machine': model, 'python': platform.python_version(),
+              'cpus': os.cpu_count(), 'load_average_1min_at_end': round(os.getloadavg()[0], 1), 'runs': args.runs,
               'commands': results}
     if args.out:
         args.out.write_text(json.dumps(record, indent=2) + '\n')

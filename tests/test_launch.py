@@ -120,6 +120,10 @@ def test_rows_are_counted_from_the_files_without_loading(tmp_path):
     arr = tmp_path / 'rows.json'
     arr.write_text(json.dumps([{'a': 1}, {'a': 2}]))
     assert file_rows(arr) == 2 and file_rows(tmp_path / 'data' / 'toy' / 'images' / '0000.png') is None
+    # Counting is advice: a broken file is left to the run's own loading to report.
+    (tmp_path / 'broken.json').write_text('[{"a": ')
+    (tmp_path / 'broken.parquet').write_bytes(b'not parquet')
+    assert file_rows(tmp_path / 'broken.json') is None and file_rows(tmp_path / 'broken.parquet') is None
 
 
 def test_cli_takes_a_shipped_recipe_by_name_and_refuses_an_unknown_one():

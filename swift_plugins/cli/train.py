@@ -48,6 +48,7 @@ def run(args) -> int:
     from ..train.launch import (
         Machine,
         batch_plan,
+        fixed_steps,
         launch_command,
         launch_env,
         machine_flags,
@@ -70,7 +71,8 @@ def run(args) -> int:
         added, note = [], f'on this machine the run would stop: {e}'
     if note:
         print(f'medres train: {note}', flush=True)
-    warning = step_warning(train_rows(cfg, args.swift_args, args.settings), plan, cfg, args.swift_args)
+    rows = None if fixed_steps(cfg, args.swift_args) else train_rows(cfg, args.swift_args, args.settings)
+    warning = step_warning(rows, plan, cfg, args.swift_args)
     if warning:
         print(f'medres train: warning: {warning}', file=sys.stderr, flush=True)
     cmd = launch_command(recipe, plan, zero3=args.zero3, extra=[*added, *args.swift_args])

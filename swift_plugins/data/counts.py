@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import re
 from pathlib import Path
@@ -20,9 +21,20 @@ from .registry import Entry, get_entry
 from .sources import resolve_source
 from .spec import DatasetSpec
 
+logger = logging.getLogger(__name__)
+
 
 def file_rows(path: Path) -> Optional[int]:
-    """Rows of one data file by its format; None for a format not counted here."""
+    """Rows of one data file by its format; None for a format not counted here or a file that
+    cannot be read (counting is advice: the run's own loading reports a broken file)."""
+    try:
+        return _file_rows(path)
+    except (OSError, ValueError, ImportError) as e:
+        logger.debug(f'medres: cannot count the rows of {path}: {type(e).__name__}: {e}')
+        return None
+
+
+def _file_rows(path: Path) -> Optional[int]:
     name = path.name.lower()
     if name.endswith('.jsonl'):
         with open(path, 'rb') as f:

@@ -211,10 +211,15 @@ def train_rows(cfg: Mapping[str, Any], extra: Sequence[str], settings: Settings)
     return run_rows(datasets, settings, ratio)
 
 
+def fixed_steps(cfg: Mapping[str, Any], extra: Sequence[str]) -> bool:
+    """Whether the run sets its number of steps itself (`max_steps`)."""
+    return int(float(effective(cfg, extra, 'max_steps') or -1)) > 0
+
+
 def step_warning(rows: Optional[int], plan: BatchPlan, cfg: Mapping[str, Any], extra: Sequence[str]) -> Optional[str]:
     """A warning when the run will make fewer than MIN_STEPS optimizer steps, with the batch (or the
     epochs) that would make enough; None when it makes enough, sets --max_steps, or rows are unknown."""
-    if rows is None or rows < 1 or int(float(effective(cfg, extra, 'max_steps') or -1)) > 0:
+    if rows is None or rows < 1 or fixed_steps(cfg, extra):
         return None
     epochs = float(effective(cfg, extra, 'num_train_epochs') or 3)
     world = plan.world_size
