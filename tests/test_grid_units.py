@@ -5,9 +5,9 @@ from swift_plugins.eval.grid import CellResult, CellSpec, GridConfig, GridError,
 from swift_plugins.eval.sweep import SweepRow, recommend
 
 
-def result(train, inference, dataset, value, low=None, high=None):
+def result(train, inference, dataset, value, low=None, high=None, unparseable=0):
     spec = CellSpec(train, 'ckpt', dataset, 'test', inference, 'r.yaml', {'MEDRES_RESOLUTION': inference})
-    metric = {'value': value, 'ci_low': low, 'ci_high': high, 'n': 10}
+    metric = {'value': value, 'ci_low': low, 'ci_high': high, 'n': 10, 'n_unparseable': unparseable}
     return CellResult(spec, None, {'primary': 'closed_accuracy', 'metrics': {'closed_accuracy': metric}}, 5.0, False)
 
 
@@ -33,9 +33,19 @@ def test_markdown_is_the_papers_layout_with_the_paper_beside():
     assert rows[0]['paper'] == 39.25 and rows[3]['paper'] == 60.23
     md = markdown_table(rows, compare_paper=True).splitlines()
     assert md[0] == '| Training | Inference | vqa-rad | slake |'
-    assert md[2] == '| none | low | 40.0 [35.0, 45.0] (paper 39.25) | - |'
-    assert md[3] == '|  | native | 42.5 (paper 39.65) | - |'
-    assert md[4] == '| native | native | 50.0 (paper 42.49) | 61.0 (paper 60.23) |'
+    assert md[2] == '| none | low | 40.0 [35.0, 45.0] (paper 39.25; 0/10 unparseable) | - |'
+    assert md[3] == '|  | native | 42.5 (paper 39.65; 0/10 unparseable) | - |'
+    assert md[4] == '| native | native | 50.0 (paper 42.49; 0/10 unparseable) | 61.0 (paper 60.23; 0/10 unparseable) |'
+
+
+def test_every_grid_cell_shows_its_unparseable_count():
+    results = [result('none', 'low', 'vqa-rad', 0.0, 0.0, 0.0, unparseable=10),
+               result('mixed', 'low', 'vqa-rad', 60.0, 30.0, 90.0, unparseable=3)]
+    rows = table_rows(results, None)
+    assert [r['unparseable'] for r in rows] == [10, 3]   # grid.csv gets the column too
+    md = markdown_table(rows, compare_paper=False).splitlines()
+    assert md[2] == '| none | low | 0.0 [0.0, 0.0] (10/10 unparseable) |'
+    assert md[3] == '| mixed | low | 60.0 [30.0, 90.0] (3/10 unparseable) |'
 
 
 def test_sweep_recommends_best_and_cheapest_within_its_ci():

@@ -31,10 +31,14 @@ def run_list(args) -> int:
 
 
 def run_cp(args) -> int:
-    from ..train.recipes import copy_recipe
+    from ..train.recipes import copy_recipe, recipe_path
     target = copy_recipe(args.name, Path(args.dest))
-    print(f'copied to {target}; run it with `medres train {target}` or `swift sft {target} '
-          f'--external_plugins "$(medres plugin-path)"`')
+    if recipe_path(args.name).parent.name == 'infer':
+        print(f'copied to {target}; run it with `swift infer {target} --external_plugins "$(medres plugin-path)" '
+              f'--model <checkpoint> --result_path <predictions.jsonl>`')
+    else:
+        print(f'copied to {target}; run it with `medres train {target}` or `swift sft {target} '
+              f'--external_plugins "$(medres plugin-path)"`')
     return 0
 
 

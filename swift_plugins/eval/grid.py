@@ -300,8 +300,10 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
 
 
 def markdown_table(rows: Sequence[dict], compare_paper: bool, notes: Sequence[str] = ()) -> str:
-    """The paper's layout: one row per (training, inference), one column per dataset; `notes`:
-    how this run differs from the paper's (marked † beside each paper number)."""
+    """The paper's layout: one row per (training, inference), one column per dataset. Every cell
+    says how many of its scored answers were unparseable (wrong, and a sign of a broken format
+    rather than a wrong belief): `50.0 [41.2, 58.8] (3/96 unparseable)`. `notes`: how this run
+    differs from the paper's (marked † beside each paper number)."""
     datasets = list(dict.fromkeys(r['dataset'] for r in rows))
     keys = list(dict.fromkeys((r['training'], r['inference']) for r in rows))
     by = {(r['training'], r['inference'], r['dataset']): r for r in rows}
@@ -311,11 +313,17 @@ def markdown_table(rows: Sequence[dict], compare_paper: bool, notes: Sequence[st
         cells = []
         for d in datasets:
             r = by.get((train, inf, d))
-            text = fmt_points(r['value'], r['ci_low'], r['ci_high']) if r else '-'
-            if compare_paper and r is not None:
+            if r is None:
+                cells.append('-')
+                continue
+            extra = []
+            if compare_paper:
                 paper = 'paper\u2020' if notes else 'paper'
-                text += f' ({paper} {r["paper"]:.2f})' if r['paper'] is not None else f' ({paper} -)'
-            cells.append(text)
+                extra.append(f'{paper} {r["paper"]:.2f}' if r['paper'] is not None else f'{paper} -')
+            if r.get('unparseable') is not None:
+                extra.append(f'{r["unparseable"]}/{r["n"]} unparseable')
+            text = fmt_points(r['value'], r['ci_low'], r['ci_high'])
+            cells.append(text + (f' ({"; ".join(extra)})' if extra else ''))
         lines.append(f'| {train if train != last_train else ""} | {inf} | ' + ' | '.join(cells) + ' |')
         last_train = train
     if compare_paper and notes:

@@ -4,16 +4,23 @@ micro-batch x gradient accumulation x (GPUs per node x nodes) must equal the rec
 batch (the paper's 128) exactly; a combination that cannot is refused with the micro-batches
 that would work. Multi-GPU and multi-node runs go through `swift sft` with NPROC_PER_NODE,
 NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT, as ms-swift documents.
+
+Before launching it looks at the machine and the data: without a CUDA GPU or without DeepSpeed it
+says so in one line and drops what cannot run (the recipe's `deepspeed`, bf16 on CPU), or refuses
+with the exact fix when the command line asked for it; and it warns when the batch leaves a run
+with fewer than `MIN_STEPS` optimizer steps, naming the batch that would not.
 """
 from __future__ import annotations
 
+import math
 import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import LaunchError
+from ..settings import Settings
 from .recipes import GLOBAL_BATCH
 from .swift_run import PLUGIN_PATH, swift_executable
 
@@ -77,6 +84,164 @@ def launch_env(plan: BatchPlan, *, node_rank: int = 0, master_addr: Optional[str
     if master_port:
         env['MASTER_PORT'] = str(master_port)
     return env
+
+
+# ------------------------------------------------------------------------------ the recipe as run
+
+def swift_flag(extra: Sequence[str], name: str) -> Optional[list[str]]:
+    """The values of the last `--<name>` among swift flags (`--a_b`, `--a-b`, `--a_b=v`), None when absent."""
+    found = None
+    for i, token in enumerate(extra):
+        flag, eq, value = token.partition('=')
+        if flag.startswith('--') and flag[2:].replace('-', '_') == name:
+            if eq:
+                found = [value]
+                continue
+            found = []
+            for v in extra[i + 1:]:
+                if v.startswith('--'):
+                    break
+                found.append(v)
+    return found
+
+
+def recipe_config(recipe: Path) -> dict:
+    import yaml
+    try:
+        cfg = yaml.safe_load(Path(recipe).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise LaunchError(f'{recipe}: cannot read the recipe: {e}') from None
+    if not isinstance(cfg, dict):
+        raise LaunchError(f'{recipe}: a recipe is a mapping of swift sft arguments')
+    return cfg
+
+
+def effective(cfg: Mapping[str, Any], extra: Sequence[str], name: str) -> Any:
+    """What `swift sft <recipe> <extra>` uses for `name`: the command line's value over the recipe's
+    (a list flag as a list, any other as its one value)."""
+    values = swift_flag(extra, name)
+    if values is None:
+        return cfg.get(name)
+    return values if name == 'dataset' else (values[-1] if values else '')
+
+
+# ------------------------------------------------------------------------------ the machine
+
+@dataclass(frozen=True)
+class Machine:
+    gpus: int          # CUDA devices this process sees
+    deepspeed: bool    # DeepSpeed importable
+
+    @classmethod
+    def detect(cls) -> 'Machine':
+        import importlib.util
+
+        import torch
+        return cls(torch.cuda.device_count() if torch.cuda.is_available() else 0,
+                   importlib.util.find_spec('deepspeed') is not None)
+
+
+HALF_DTYPES = ('bfloat16', 'bf16', 'float16', 'fp16', 'half')
+DEEPSPEED_INSTALL = "pip install 'medres[deepspeed]'"
+
+
+def machine_flags(cfg: Mapping[str, Any], extra: Sequence[str], machine: Machine, *, zero3: bool = False,
+                  nproc_per_node: int = 1) -> tuple[list[str], Optional[str]]:
+    """swift flags this machine needs on top of the recipe, and the one line that says why.
+
+    The recipe's DeepSpeed is dropped (`--deepspeed ''`) where it cannot run: no DeepSpeed installed,
+    or no GPU; on CPU its bf16 becomes float32 (transformers refuses bf16 without a GPU). What the
+    command line itself asked for (`--zero3`, `-- --deepspeed X`, `-- --torch_dtype bfloat16`) is
+    refused instead, with the flags that fix it.
+    """
+    flags, did = [], []
+    cpu = machine.gpus == 0
+    ds_cli = effective({}, extra, 'deepspeed')
+    ds = ds_cli if ds_cli is not None else ('zero3' if zero3 else cfg.get('deepspeed'))
+    if ds and (cpu or not machine.deepspeed):
+        if ds_cli is not None or zero3:
+            asked = f'--deepspeed {ds}' if ds_cli is not None else '--zero3'
+            why = 'DeepSpeed needs a CUDA GPU and none is visible' if cpu else \
+                f'DeepSpeed is not installed ({DEEPSPEED_INSTALL})'
+            raise LaunchError(f'{asked}: {why}; {"install it, or " if not cpu else ""}drop {asked} to run without it')
+        flags += ['--deepspeed', '']
+        did.append('without DeepSpeed')
+    if cpu:
+        dtype_cli = effective({}, extra, 'torch_dtype')
+        if dtype_cli in HALF_DTYPES:
+            raise LaunchError(f'--torch_dtype {dtype_cli} needs a CUDA GPU and none is visible; '
+                              'on CPU pass -- --torch_dtype float32')
+        if dtype_cli is None and cfg.get('torch_dtype') in HALF_DTYPES:
+            flags += ['--torch_dtype', 'float32']
+            did.append('in float32')
+        if nproc_per_node > 1:
+            raise LaunchError(f'--nproc-per-node {nproc_per_node} asks for {nproc_per_node} GPUs and none is visible '
+                              '(CUDA_VISIBLE_DEVICES, drivers?); a CPU run is one process: drop --nproc-per-node')
+        line = 'no CUDA GPU visible: running on CPU' + (', ' + ' and '.join(did) if did else '')
+        added = f'added {shlex.join(flags)}; ' if flags else ''
+        return flags, f'{line} ({added}fine for a tiny model, far too slow for a real one)'
+    if nproc_per_node > machine.gpus:
+        raise LaunchError(f'--nproc-per-node {nproc_per_node} asks for more GPUs than this node shows ({machine.gpus})')
+    if not flags:
+        return flags, None
+    return flags, (f"DeepSpeed is not installed: running without the recipe's {ds} (added {shlex.join(flags)}; "
+                   f'for ZeRO as in the paper: {DEEPSPEED_INSTALL})')
+
+
+# ------------------------------------------------------------------------------ the data
+
+# Fewer optimizer steps than this leave warmup and the cosine schedule little to do.
+MIN_STEPS = 20
+
+
+def steps_per_epoch(rows: int, micro_batch: int, grad_accum: int, world: int) -> int:
+    """Optimizer steps per epoch as the HF Trainer counts them (every rank reads ceil(rows / world))."""
+    batches = math.ceil(math.ceil(rows / world) / micro_batch)
+    return max(1, math.ceil(batches / grad_accum))
+
+
+def train_rows(cfg: Mapping[str, Any], extra: Sequence[str], settings: Settings) -> Optional[int]:
+    """Training rows of the run, counted cheaply (see data.counts); None when unknown."""
+    from ..data.counts import run_rows
+    datasets = effective(cfg, extra, 'dataset')
+    if not datasets:
+        return None
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    ratio = 0.0 if effective(cfg, extra, 'val_dataset') else float(effective(cfg, extra, 'split_dataset_ratio') or 0)
+    return run_rows(datasets, settings, ratio)
+
+
+def fixed_steps(cfg: Mapping[str, Any], extra: Sequence[str]) -> bool:
+    """Whether the run sets its number of steps itself (`max_steps`)."""
+    return int(float(effective(cfg, extra, 'max_steps') or -1)) > 0
+
+
+def step_warning(rows: Optional[int], plan: BatchPlan, cfg: Mapping[str, Any], extra: Sequence[str]) -> Optional[str]:
+    """A warning when the run will make fewer than MIN_STEPS optimizer steps, with the batch (or the
+    epochs) that would make enough; None when it makes enough, sets --max_steps, or rows are unknown."""
+    if rows is None or rows < 1 or fixed_steps(cfg, extra):
+        return None
+    epochs = float(effective(cfg, extra, 'num_train_epochs') or 3)
+    world = plan.world_size
+
+    def steps(global_batch: int) -> tuple[int, int]:
+        per_epoch = steps_per_epoch(rows, plan.micro_batch, global_batch // (plan.micro_batch * world), world)
+        return per_epoch, math.ceil(epochs * per_epoch)
+
+    per_epoch, total = steps(plan.global_batch)
+    if total >= MIN_STEPS:
+        return None
+    per_step = plan.micro_batch * world
+    candidates = [per_step * 2 ** k for k in range(16) if per_step * 2 ** k < plan.global_batch]
+    enough = [b for b in candidates if steps(b)[1] >= MIN_STEPS]
+    if enough:
+        fix = f'lower the batch: --global-batch {enough[-1]} gives {steps(enough[-1])[1]} steps'
+    else:
+        need = math.ceil(MIN_STEPS / steps(per_step)[0])
+        fix = f'lower the batch and train longer: --global-batch {per_step} -- --num_train_epochs {need}'
+    return (f'this run makes {total} optimizer step{"s" if total != 1 else ""} ({rows:,} training rows / batch '
+            f'{plan.global_batch} = {per_epoch} per epoch x {epochs:g} epochs); under ~{MIN_STEPS} steps the '
+            f'learning-rate warmup and decay barely run. To fix, {fix}')
 
 
 def run(recipe: Path, plan: BatchPlan, env: dict[str, str], cmd: list[str], dry_run: bool,
