@@ -34,6 +34,8 @@ class Settings:
     bad_rows: str = 'error'
     # Images over this many pixels are refused before decoding.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    # An image the model family cannot encode (an extreme aspect ratio): refused, or padded when True.
+    pad_aspect: bool = False
     # Append one JSON line per encoded sample here (the template's token check).
     token_log: Optional[Path] = None
     debug: bool = False
@@ -58,6 +60,7 @@ class Settings:
             data_home=Path(env[Env.DATA_HOME]) if env.get(Env.DATA_HOME) else default_data_home(),
             bad_rows=env.get(Env.BAD_ROWS, '').strip() or 'error',
             max_image_pixels=pixels,
+            pad_aspect=env.get(Env.PAD_ASPECT, '').strip().lower() in TRUE_STRINGS,
             token_log=Path(env[Env.TOKEN_LOG]) if env.get(Env.TOKEN_LOG) else None,
             debug=env.get(Env.DEBUG, '').strip().lower() in TRUE_STRINGS,
         )
@@ -69,6 +72,8 @@ class Settings:
         """The variables that give a child process these settings (the token log is per run)."""
         env = {Env.DATA_HOME: str(self.data_home), Env.BAD_ROWS: self.bad_rows,
                Env.MAX_IMAGE_PIXELS: str(self.max_image_pixels)}
+        if self.pad_aspect:
+            env[Env.PAD_ASPECT] = '1'
         if self.registry_dirs:
             env[Env.REGISTRY] = os.pathsep.join(str(d) for d in self.registry_dirs)
         if self.local_sources:

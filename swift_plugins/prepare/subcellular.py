@@ -109,7 +109,6 @@ class SubcellularConverter(Converter):
         # 1-based data row numbers (header not counted), so messages point at the table row.
         df['row_number'] = range(1, n + 1)
         shuffled = df.sample(frac=1, random_state=ctx.seed)
-        split_of = {r: ('test' if k < test_size else 'train') for k, r in enumerate(shuffled['row_number'])}
 
         rows_of = df.groupby('image_id')['row_number'].apply(list).to_dict()
         files = file_index(ctx.raw)
@@ -133,9 +132,11 @@ class SubcellularConverter(Converter):
                 ctx.report.bad(where, str(e))
                 continue
             inputs += [source] if kind == 'file' else list(source.values())
-            items.append({'row': row, 'where': where, 'kind': kind, 'source': source, 'split': split_of[row.row_number]})
-        facts = {'split_rule': f'table shuffled with seed {ctx.seed} (pandas sample(frac=1)); first {test_size:,} '
-                               f'rows test, the rest train',
+            # In shuffled order: `build` takes the first `test_size` of those that decode as test.
+            items.append({'row': row, 'where': where, 'kind': kind, 'source': source})
+        facts = {'test_size': test_size,
+                 'split_rule': f'table shuffled with seed {ctx.seed} (pandas sample(frac=1)); first {test_size:,} '
+                               f'rows test (counted among the rows whose images decode), the rest train',
                  'table': table.name,
                  'composite': 'stains composed by channel_mapping (color none = left out); 8-bit stains as '
                               'stored, deeper stains windowed per image at the 0.1/99.9 percentiles; a single '
@@ -164,7 +165,7 @@ class SubcellularConverter(Converter):
         return rgb, windows, path if is_plain_rgb(path) else None
 
     def build(self, ctx: Context, plan: Plan, writer: DatasetWriter) -> dict:
-        windows, md5_checked = {}, 0
+        windows, md5_checked, done = {}, 0, []
         for item in tqdm(plan.items, desc='subcellular images', unit='img', disable=None):
             row = item['row']
             try:
@@ -173,15 +174,23 @@ class SubcellularConverter(Converter):
                 ctx.report.bad(item['where'], str(e).removeprefix(item['where']).lstrip(': '))
                 continue
             md5_checked += bool(item['kind'] == 'file' and row.md5_hash.strip())
-            stem = f'images/{item["split"]}/{safe_name(row.image_id)}'
+            stem = writer.staged(safe_name(row.image_id))
             image = writer.copy(keep, stem + keep.suffix.lower()) if keep else writer.save_png(stem + '.png', rgb)
             if win:
                 windows[row.image_id] = win
+            done.append((row, image))
+        test_size = plan.facts['test_size']
+        if not 0 < test_size < len(done):
+            raise PrepareError(f'--test-size {test_size}: only {len(done)} rows have usable images; needs 0 < test '
+                               f'size < {len(done)}')
+        for k, (row, image) in enumerate(done):   # shuffled order: the split is drawn over what decoded
+            split = 'test' if k < test_size else 'train'
             localizations = [x.strip() for x in row.localizations.split(';') if x.strip()]
-            writer.add_row(item['split'], {
-                'id': row.image_id, 'image': image, 'answer': row.cell_line.strip(), 'localizations': localizations,
-                'protein': row.protein, 'ensembl_id': row.ensembl_id, 'uniprot_id': row.uniprot_id,
-                'cellosaurus_id': row.cellosaurus_id, 'caption': row.caption})
+            writer.add_row(split, {
+                'id': row.image_id, 'image': writer.settle(image, split), 'answer': row.cell_line.strip(),
+                'localizations': localizations, 'protein': row.protein, 'ensembl_id': row.ensembl_id,
+                'uniprot_id': row.uniprot_id, 'cellosaurus_id': row.cellosaurus_id, 'caption': row.caption})
+        writer.clear_staging()
         return {'windows': {'scope': 'per image and stain (raw values at the 0.1 and 99.9 percentiles)',
                             'images': windows},
                 'md5_checked': md5_checked}

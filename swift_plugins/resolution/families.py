@@ -42,6 +42,16 @@ class Family:
     templates: ClassVar[tuple[str, ...]]
     # The placeholder token repeated once per visual token in the encoded input ids.
     image_token: ClassVar[str]
+    # The processor refuses an image whose long side is more than this many times its short side.
+    max_aspect_ratio: ClassVar[Optional[float]] = None
+
+    def check(self, size: Size) -> Optional[str]:
+        """Why this family's processor would refuse an image of `size` (as it receives it), or None."""
+        w, h = size
+        ratio = max(w, h) / max(1, min(w, h))
+        if self.max_aspect_ratio is not None and ratio > self.max_aspect_ratio:
+            return f'{w}x{h} has an aspect ratio of {ratio:.1f}:1, over the {self.max_aspect_ratio:g}:1 {self.name} accepts'
+        return None
 
     def fit(self, w: float, h: float, max_pixels: Optional[float]) -> Size:
         raise NotImplementedError
@@ -80,6 +90,8 @@ class Qwen2VL(Family):
     name: ClassVar[str] = 'qwen2_vl'
     templates: ClassVar[tuple[str, ...]] = ('qwen2_vl', 'qwen2_5_vl', 'qvq')
     image_token: ClassVar[str] = '<|image_pad|>'
+    # qwen_vl_utils / transformers smart_resize: "absolute aspect ratio must be smaller than 200".
+    max_aspect_ratio: ClassVar[Optional[float]] = 200
     patch_size: int = 14
     merge_size: int = 2
 
@@ -261,6 +273,23 @@ def register_family(cls: type[Family]) -> type[Family]:
 
 for _family in (Qwen2VL, InternVL, LlavaOneVision):
     register_family(_family)
+
+
+# The family of the template this process encodes with. ms-swift builds the template before it loads
+# the datasets, so the loader refuses at load time what the processor would refuse mid-run.
+_RUN_FAMILY: dict[str, type[Family]] = {}
+
+
+def set_run_family(template_type: str) -> None:
+    """Called when a medres template is built (`templates.init_env_args`)."""
+    if template_type in TEMPLATE_FAMILY:
+        _RUN_FAMILY['family'] = TEMPLATE_FAMILY[template_type]
+
+
+def run_family() -> Optional[Family]:
+    """The family of this process's template, or None outside a `swift` run."""
+    cls = _RUN_FAMILY.get('family')
+    return cls() if cls else None
 
 
 def get_family(name: str) -> Family:
