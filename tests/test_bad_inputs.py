@@ -581,7 +581,8 @@ def test_stop_mode_names_the_first_bad_row_and_lists_them_all(tmp_path, monkeypa
     message = str(err.value)
     listing = data_home / 'bad-rows' / 'cat.train.jsonl'
     assert message.startswith('medres/cat split=train row=1 file=') and 'cut.jpg: cannot decode image' in message
-    assert f'3 of 5 rows of medres/cat:train are bad (rows 1, 3, 4), all listed in {listing}' in message
+    assert re.search(rf'3 of 5 rows of medres/cat:train are bad \(rows 1, 3, 4, read from local:.*src\), all listed '
+                     rf'in {re.escape(str(listing))}', message), message
     assert [json.loads(line)['row'] for line in listing.read_text().splitlines()] == [1, 3, 4]
 
 
@@ -591,7 +592,8 @@ def test_skip_mode_drops_bad_rows_and_says_when_none_is_left(tmp_path, monkeypat
     ds = load_cat(bad_split(tmp_path), monkeypatch)
     assert [r['chat_template_kwargs']['medres']['index'] for r in ds] == [0, 2]
     only_bad = dataset(tmp_path / 'all', [qa(0, 'maybe'), qa(1, 'perhaps')])
-    with pytest.raises(MedresError, match=r'all 2 rows of medres/cat:train were skipped as bad \(MEDRES_BAD_ROWS=skip\)'
+    with pytest.raises(MedresError, match=r'all 2 rows of medres/cat:train were skipped as bad '
+                                          r'\(MEDRES_BAD_ROWS=skip, read from local:.*\)'
                                           r'.*row=0: closed answer'):
         load_cat(only_bad, monkeypatch)
 
@@ -727,7 +729,9 @@ def test_tokens_counts_only_what_the_loader_keeps(tmp_path, monkeypatch, capsys,
     assert [r['row'] for r in json.loads(capsys.readouterr().out)[0]['refused']] == [2, 4, 5]
 
 
-def test_tokens_checks_every_name_before_reading_and_keeps_split_names_whole(tmp_path, capsys):
+@pytest.mark.usefixtures('use_local_sources')
+def test_tokens_checks_every_name_before_reading_and_keeps_split_names_whole():
+    import os
     import subprocess
     import sys
     code = ('import sys\nfrom swift_plugins.cli.main import main\n'
@@ -736,6 +740,14 @@ def test_tokens_checks_every_name_before_reading_and_keeps_split_names_whole(tmp
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.stdout.split() == ['2', 'False', 'False'], out.stderr[-2000:]
     assert "unknown split(s) ['nope']" in out.stderr
+    # A narrow terminal shortens nothing: split names and every number stay whole; ms-swift is not needed.
+    code = ('import sys\nfrom swift_plugins.cli.main import main\n'
+            'main(["tokens", "--dataset", "path-vqa:validation/test", "--headers-only"])\n'
+            'print("swift imported:", "swift" in sys.modules)\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env={**os.environ, 'COLUMNS': '60'})
+    assert out.stdout.count('path-vqa:validation') == 3 and out.stdout.count('path-vqa:test') == 3, out.stdout
+    assert '…' not in out.stdout and 'tokens/epoch' in out.stdout and 'mixed' in out.stdout, out.stdout
+    assert 'swift imported: False' in out.stdout
 
 
 # ---------------------------------------------------------------------------- `medres prepare`
@@ -871,7 +883,7 @@ def test_swift_infer_names_the_bad_row_and_predicts_the_others(tiny_qwen2_vl, tm
 
     skip = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'MEDRES_BAD_ROWS': 'skip'})
     assert skip.returncode == 0, skip.stderr[-3000:]
-    assert '1 of 4 rows of medres/cat:train are bad (rows 1)' in skip.stderr
+    assert '1 of 4 rows of medres/cat:train are bad (rows 1, read from local:' in skip.stderr, skip.stderr[-3000:]
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert [r['chat_template_kwargs']['medres']['index'] for r in rows] == [0, 2, 3]
     refused = run_medres('score', '--dataset', 'cat', '--predictions', str(preds), expect=2)

@@ -84,6 +84,8 @@ def run(args) -> int:
 
 
 def _print_table(args, family, rows) -> None:
+    from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     from ..data.bad_rows import BadRow, bad_rows_path, summary, write_bad_rows
@@ -94,13 +96,14 @@ def _print_table(args, family, rows) -> None:
     table = Table(title=title)
     for col in ('dataset:split', 'policy', 'images', 'refused', 'low', 'mean', 'p95', 'max', 'tokens/epoch',
                 'vs native'):
-        # The split's name is what a reader looks for: never shortened, the numbers wrap first.
-        table.add_column(col, justify='left' if col in ('dataset:split', 'policy') else 'right',
-                         no_wrap=col == 'dataset:split', min_width=max(map(len, names)) if col == 'dataset:split' else None)
+        table.add_column(col, justify='left' if col in ('dataset:split', 'policy') else 'right', no_wrap=True)
     for (p, c), name in zip(rows, names):
         table.add_row(name, p.mode, f'{c.images:,}', f'{len(c.refused):,}', f'{c.low_images:,}', f'{c.mean_tokens:,.0f}',
                       f'{c.p95_tokens:,.0f}', f'{c.max_tokens:,}', humanize(c.total_tokens), fmt_ratio(c.cost_vs_native))
-    console.print(table)
+    # Nothing is shortened to fit a narrow terminal (a split name or a count cut to "…" misleads):
+    # the table keeps its natural width and the terminal wraps it.
+    width = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    (Console(width=width, file=console.file) if width > console.width else console).print(table)
     console.print('policy: ' + '; '.join(sorted({p.describe() for p, _ in rows})), highlight=False)
     listed: dict[tuple[str, str], list] = {}
     for p, c in rows:

@@ -41,20 +41,25 @@ def rows_list(rows: Sequence[BadRow]) -> str:
     return shown + (f' and {len(rows) - BAD_ROWS_SHOWN} more' if len(rows) > BAD_ROWS_SHOWN else '')
 
 
-def summary(label: str, total: int, rows: Sequence[BadRow], path: Path) -> str:
+def _from(source: str) -> str:
+    return f', read from {source}' if source else ''
+
+
+def summary(label: str, total: int, rows: Sequence[BadRow], path: Path, source: str = '') -> str:
     """Multi-line: the count, the first `BAD_ROWS_SHOWN` with their reasons, the file with all."""
-    lines = [f'{len(rows)} of {total} rows of {label} are bad (rows {rows_list(rows)}); all listed in {path}:']
+    lines = [f'{len(rows)} of {total} rows of {label} are bad (rows {rows_list(rows)}{_from(source)}); all listed in '
+             f'{path}:']
     lines += [f'  {r.reason}' for r in rows[:BAD_ROWS_SHOWN]]
     return '\n'.join(lines)
 
 
-def stop_message(label: str, total: int, rows: Sequence[BadRow], path: Path) -> str:
+def stop_message(label: str, total: int, rows: Sequence[BadRow], path: Path, source: str = '') -> str:
     """One line: the first bad row's own message, then the count and where all are listed."""
-    more = (f'; {len(rows)} of {total} rows of {label} are bad (rows {rows_list(rows)}), all listed in {path}'
-            if len(rows) > 1 else f' (listed in {path})')
+    more = (f'; {len(rows)} of {total} rows of {label} are bad (rows {rows_list(rows)}{_from(source)}), all listed in '
+            f'{path}' if len(rows) > 1 else f' (listed in {path}{_from(source)})')
     return f'{rows[0].reason}{more}; {Env.BAD_ROWS}=skip drops bad rows instead'
 
 
-def all_skipped_message(label: str, total: int, rows: Sequence[BadRow], path: Path) -> str:
-    return (f'all {total} rows of {label} were skipped as bad ({Env.BAD_ROWS}=skip), nothing is left to load; '
-            f'the first: {rows[0].reason}; all listed in {path}')
+def all_skipped_message(label: str, total: int, rows: Sequence[BadRow], path: Path, source: str = '') -> str:
+    return (f'all {total} rows of {label} were skipped as bad ({Env.BAD_ROWS}=skip{_from(source)}), nothing is left '
+            f'to load; the first: {rows[0].reason}; all listed in {path}')

@@ -209,8 +209,20 @@ def _pil_orientation(source: Source) -> int:
         return 1
 
 
-def _from_pil(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decoded:
-    im = open_image(source if isinstance(source, (bytes, bytearray)) else os.fspath(source), where, max_pixels)
+def is_pil_source(source: Source) -> bool:
+    """A readable file or payload that PIL decodes (not TIFF, DICOM or a 16-bit colour PNG)."""
+    try:
+        first = head(source)
+    except OSError:
+        return False
+    return bool(first) and first[:4] not in TIFF_MAGIC and not is_dicom(first, _name(source)) \
+        and not png_deep_color(first)
+
+
+def _from_pil(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+              opened: Optional[Image.Image] = None) -> Decoded:
+    im = opened if opened is not None else \
+        open_image(source if isinstance(source, (bytes, bytearray)) else os.fspath(source), where, max_pixels)
     mode, fmt, orientation = im.mode, im.format or '', exif_orientation(im)
     if orientation != 1:
         im = ImageOps.exif_transpose(im)
@@ -227,9 +239,12 @@ def _from_pil(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PI
     return Decoded(np.moveaxis(rgb, -1, 0), 'rgb', 'uint8', **base)
 
 
-def decode(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Decoded:
+def decode(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+           opened: Optional[Image.Image] = None) -> Decoded:
     """Decode one file (path) or payload (bytes) fully; errors (missing, corrupt, truncated, too
-    large, unsupported) name `where`."""
+    large, unsupported) name `where`. `opened`: the source already decoded by `images.open_image`."""
+    if opened is not None:
+        return _from_pil(source, where, max_pixels, opened)
     if not isinstance(source, (bytes, bytearray)) and not os.path.isfile(source):
         raise ImageDecodeError(f'{where}: image file not found: {source}')
     try:
@@ -397,20 +412,24 @@ def stain_plane(path: PathLike, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_
 
 
 def decode_rgb(source: Source, where: str, channels: Optional[Sequence[Channel]] = None,
-               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> tuple[np.ndarray, dict]:
+               max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, opened: Optional[Image.Image] = None
+               ) -> tuple[np.ndarray, dict]:
     """Any supported file or payload -> (H, W, 3) uint8 and a record of what was done (manifest, rows).
 
     Gray and RGB data deeper than 8 bits are windowed per channel at their 0.1/99.9 percentiles (as
     16-bit gray is; 8-bit data is used as stored). An image of four or more channels, or a stack of
     stains, needs `channels` with plane indices and is composed with per-channel windows: it is never
     read as RGB + alpha (tifffile, like many writers, tags any 4-sample file as RGB + alpha)."""
-    d = decode(source, where, max_pixels)
+    d = decode(source, where, max_pixels, opened)
     info: dict = {'source': d.kind, 'dtype': d.dtype, 'format': d.format, 'mode': d.mode,
                   'orientation': d.orientation, **d.info}
     if d.kind == 'gray':
         plane, window = to_uint8(d.planes[0])
         info['window'] = window
         return np.repeat(plane[..., None], 3, axis=-1), info
+    if d.kind == 'rgb' and d.planes.dtype == np.uint8:
+        info['window'] = None
+        return np.moveaxis(d.planes[:3], 0, -1), info     # a view: 8-bit data is used as stored
     if d.kind == 'rgb':
         planes, windows = zip(*(to_uint8(p) for p in d.planes[:3]))
         if any(windows):

@@ -25,7 +25,8 @@ from ..resolution.families import Family, Size
 from ..resolution.policy import ResolutionPolicy
 from ..resolution.tokens import family_refusal, padded_size
 from ..vocabulary import DEFAULT_MAX_IMAGE_PIXELS, Env
-from .channels import Source, decode_rgb, header_size
+from .channels import Source, decode_rgb, header_size, is_pil_source
+from .images import exif_orientation, open_image
 from .registry import Channel
 
 # Formats whose 8-bit RGB / L files PIL (and so ms-swift) reads exactly as `decode_rgb` does.
@@ -76,11 +77,27 @@ def _png(rgb: np.ndarray, gray: bool) -> bytes:
     return buf.getvalue()
 
 
+def _open_plain(source: Source, where: str, max_pixels: int) -> tuple[Optional[Image.Image], bool]:
+    """For a source PIL decodes: the decoded image, and whether PIL reads it exactly as `decode_rgb`
+    does (8-bit RGB / L in a kept format, upright), so no array is needed. (None, False) otherwise."""
+    if not is_pil_source(source):
+        return None, False
+    opened = open_image(source if isinstance(source, (bytes, bytearray)) else os.fspath(source), where, max_pixels)
+    return opened, (opened.format in KEEP_FORMATS and opened.mode in ('RGB', 'L') and exif_orientation(opened) == 1)
+
+
 def model_image(source: Source, where: str, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
                 channels: Optional[Sequence[Channel]] = None, family: Optional[Family] = None,
                 policy: Optional[ResolutionPolicy] = None, pad: bool = False) -> DecodedImage:
     """Decode `source` fully, apply the family's limits, and return what ms-swift will open."""
-    rgb, info = decode_rgb(source, where, channels, max_pixels)
+    opened, plain = _open_plain(source, where, max_pixels)
+    if plain and family_refusal(opened.size, family, policy) is None:
+        # Decoded (so a truncated file is refused here), and PIL reads it as stored: no array needed.
+        payload = bytes(source) if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+        return DecodedImage(payload, opened.width, opened.height, opened.mode, converted=False,
+                            info={'source': 'gray' if opened.mode == 'L' else 'rgb', 'dtype': 'uint8',
+                                  'format': opened.format, 'mode': opened.mode, 'orientation': 1})
+    rgb, info = decode_rgb(source, where, channels, max_pixels, opened)
     h, w = rgb.shape[:2]
     target = _refuse_or_pad((w, h), where, family, policy, pad)
     if target is not None:
@@ -91,10 +108,20 @@ def model_image(source: Source, where: str, *, max_pixels: int = DEFAULT_MAX_IMA
     if keep:
         payload = bytes(source) if isinstance(source, (bytes, bytearray)) else os.fspath(source)
     else:
-        gray = info['source'] == 'gray' and target is None
-        payload = _png(rgb, gray)
+        payload = _png(rgb, info['source'] == 'gray' and target is None)
     return DecodedImage(payload, rgb.shape[1], rgb.shape[0], info['mode'], converted=not keep,
                         padded_from=(w, h) if target is not None else None, info=info)
+
+
+def decoded_size(source: Source, where: str, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+                 channels: Optional[Sequence[Channel]] = None) -> Size:
+    """The size `model_image` decodes (before the family's limits), decoding fully as it does: what
+    `medres tokens` measures by default."""
+    opened, plain = _open_plain(source, where, max_pixels)
+    if plain:
+        return opened.size
+    rgb, _ = decode_rgb(source, where, channels, max_pixels, opened)
+    return rgb.shape[1], rgb.shape[0]
 
 
 def model_size(source: Source, where: str, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,

@@ -74,7 +74,10 @@ def raise_pil_limit(max_pixels: int) -> None:
 
 
 def exif_orientation(im: Image.Image) -> int:
-    """The EXIF orientation tag (1-8; 1 = as stored), read from the header."""
+    """The EXIF orientation tag (1-8; 1 = as stored), read from the header. A PNG's eXIf chunk is
+    read only once its pixels are (PIL's `getexif` would decode them to look past them)."""
+    if im.format == 'PNG' and 'exif' not in im.info:
+        return 1
     try:
         value = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except Exception:  # a malformed EXIF block is no orientation, as viewers treat it

@@ -166,11 +166,12 @@ class RowConverter(RowPreprocessor):
             path = write_bad_rows(bad_rows_path(self.settings, self.entry.name, self.split), self.entry.name,
                                   self.split, bad)
             if self.mode != 'skip':
-                logger.error('medres: ' + summary(self.label, self.n_rows, bad, path))
-                raise DataError(stop_message(self.label, self.n_rows, bad, path))
+                logger.error('medres: ' + summary(self.label, self.n_rows, bad, path, self.source))
+                raise DataError(stop_message(self.label, self.n_rows, bad, path, self.source))
             if not keep:
-                raise DataError(all_skipped_message(self.label, self.n_rows, bad, path))
-            logger.warning(f'medres: skipping ({Env.BAD_ROWS}=skip) ' + summary(self.label, self.n_rows, bad, path))
+                raise DataError(all_skipped_message(self.label, self.n_rows, bad, path, self.source))
+            logger.warning(f'medres: skipping ({Env.BAD_ROWS}=skip) ' +
+                           summary(self.label, self.n_rows, bad, path, self.source))
             out = out.select(keep)
         kept = [metas[i]['index'] for i in keep]
         if self.mix is not None and len(kept) != self.n_rows:
@@ -208,6 +209,7 @@ class RowConverter(RowPreprocessor):
             err = e if isinstance(e, DataError) else DataError(f'{where}: {type(e).__name__}: {e}')
             if not self.streaming:
                 return {'messages': [{'role': 'user', 'content': _BAD_TEXT}, {'role': 'assistant', 'content': _BAD_TEXT}],
+                        'images': [],   # a batch of only bad rows keeps the columns of the others
                         'chat_template_kwargs': {'medres': {'index': index, 'bad': str(err)}}}
             if self.mode == 'skip':
                 logger.warning(f'medres: skipping {err} ({Env.BAD_ROWS}=skip)')

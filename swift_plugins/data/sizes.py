@@ -1,6 +1,6 @@
 """The images of a registry split or an ms-swift jsonl as the loader sees them, for `medres tokens`.
 
-Every image goes through the loader's own decoder (`channels.decode_rgb`, fully: a truncated file
+Every image goes through the loader's own decoder (`decode.decoded_size`, fully: a truncated file
 is refused as it would be in the run), so the sizes are the run's (EXIF orientation applied) and
 the rows the run would refuse are listed, not counted. `headers_only` reads sizes from headers
 instead (10^5 images in seconds), with every refusal a header shows, but not corrupt or truncated
@@ -22,7 +22,8 @@ from tqdm import tqdm
 from ..errors import DataError, MedresError, UsageError
 from ..resolution.tokens import SplitSizes
 from ..settings import Settings
-from .channels import decode_rgb, header_size
+from .channels import header_size
+from .decode import decoded_size
 from .images import image_payload
 from .registry import Channel, Entry, get_entry
 from .sources import Source, check_jsonl_files, resolve_source
@@ -45,8 +46,7 @@ class Measure:
         try:
             if self.headers_only:
                 return index, header_size(payload, where, self.max_pixels, self.channels), None
-            rgb, _ = decode_rgb(payload, where, self.channels, self.max_pixels)
-            return index, (rgb.shape[1], rgb.shape[0]), None
+            return index, decoded_size(payload, where, max_pixels=self.max_pixels, channels=self.channels), None
         except MedresError as e:
             return index, None, str(e)
         except Exception as e:  # a decoder bug must still name its row
