@@ -769,6 +769,23 @@ def test_test_size_is_met_when_a_bad_file_was_drawn(tmp_path):
     assert not list((tmp_path / 'out2' / 'images').glob('.*'))          # nothing staged is left behind
 
 
+def test_prepare_bakes_exif_orientation_in(tmp_path):
+    from swift_plugins.fixtures.raw_sources import build_cervical
+    from swift_plugins.prepare import prepare
+    files = build_cervical(tmp_path / 'lbc')['files']
+    path = files['SCC_1 (1)'][1]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.open(path).save(path, quality=95, exif=exif.tobytes())     # a camera JPEG held sideways
+    prepare('cervical', tmp_path / 'lbc', tmp_path / 'out', test_size=5)
+    rows = [json.loads(line) for split in ('train', 'test')
+            for line in (tmp_path / 'out' / 'data' / f'{split}.jsonl').read_text().splitlines()]
+    row = next(r for r in rows if r['id'] == 'SCC_1 (1)')
+    stored = Image.open(tmp_path / 'out' / row['image'])
+    assert row['image'].endswith('.png') and stored.size == (48, 64)      # upright, as a viewer shows it
+    assert np.array_equal(np.asarray(stored), np.asarray(ImageOps.exif_transpose(Image.open(path)).convert('RGB')))
+
+
 def test_a_killed_runs_partial_folder_goes_with_the_next_run(tmp_path):
     import subprocess
     import sys
