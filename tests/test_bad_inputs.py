@@ -878,32 +878,40 @@ def test_mixed_resolution_works_on_plain_jsonl_rows(tiny_qwen2_vl, monkeypatch, 
 
 @pytest.mark.slow
 def test_swift_infer_names_the_bad_row_and_predicts_the_others(tiny_qwen2_vl, tmp_path, monkeypatch):
-    """A 6000x10 image Qwen2-VL cannot encode: stock `swift infer` stops at load naming it (not a
-    ValueError mid-run); with skip it predicts every other row, and `medres score` says n of N."""
+    """A 6000x10 image Qwen2-VL cannot encode: stock `swift infer` predicts every other row and names
+    it (`medres score` then says n of N); with MEDRES_BAD_ROWS=error it stops at load naming it, not
+    with a ValueError mid-run; `swift sft` stops by default."""
     import os
     import subprocess
 
-    from swift_plugins.fixtures.tiny_runs import tiny_infer_args
+    from swift_plugins.fixtures.tiny_runs import tiny_infer_args, tiny_sft_args
 
     from helpers import BIN, plugin_path, run_medres
     save(Image.new('RGB', (6000, 10), 90), write(tmp_path / 'src' / 'strip.png', b''), 'PNG')
     registry = dataset(tmp_path, [qa(0), {**qa(1), 'image': 'strip.png'}, qa(2, 'no'), qa(3)])
     monkeypatch.setenv('MEDRES_REGISTRY', str(registry))
     preds = tmp_path / 'preds.jsonl'
-    cmd = [str(BIN / 'swift'), 'infer', '--external_plugins', plugin_path(),
-           *tiny_infer_args(tiny_qwen2_vl, 'medres/cat', preds)]
-    stop = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-    assert stop.returncode != 0 and not preds.exists()
-    assert re.search(r'medres: error: medres/cat split=train row=1 file=.*strip\.png: 6000x10 has an aspect ratio of '
-                     r'600\.0:1, over the 200:1 qwen2_vl accepts', stop.stderr), stop.stderr[-3000:]
-    assert 'ValueError' not in stop.stderr and 'Traceback' not in stop.stderr
+    swift = [str(BIN / 'swift'), 'infer', '--external_plugins', plugin_path()]
+    infer = swift + tiny_infer_args(tiny_qwen2_vl, 'medres/cat', preds)
+    named = (r'medres/cat split=train row=1 file=.*strip\.png: 6000x10 has an aspect ratio of 600\.0:1, over the '
+             r'200:1 qwen2_vl accepts')
 
-    skip = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, 'MEDRES_BAD_ROWS': 'skip'})
-    assert skip.returncode == 0, skip.stderr[-3000:]
-    assert '1 of 4 rows of medres/cat:train are bad (rows 1, read from local:' in skip.stderr, skip.stderr[-3000:]
+    run = subprocess.run(infer, capture_output=True, text=True, env=os.environ.copy())
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert '1 of 4 rows of medres/cat:train are bad (rows 1, read from local:' in run.stderr and re.search(named, run.stderr)
     rows = [json.loads(line) for line in preds.read_text().splitlines()]
     assert [r['chat_template_kwargs']['medres']['index'] for r in rows] == [0, 2, 3]
     refused = run_medres('score', '--dataset', 'cat', '--predictions', str(preds), expect=2)
     assert '3 of 4 rows of medres/cat (train: 1 missing (rows 1))' in refused
     assert '3 of 4 rows (PARTIAL)' in run_medres('score', '--dataset', 'cat', '--predictions', str(preds),
                                                   '--allow-partial')
+
+    preds.unlink()
+    stop = subprocess.run(infer, capture_output=True, text=True, env={**os.environ, 'MEDRES_BAD_ROWS': 'error'})
+    assert stop.returncode != 0 and not preds.exists()
+    assert re.search('medres: error: ' + named, stop.stderr), stop.stderr[-3000:]
+    assert 'ValueError' not in stop.stderr and 'Traceback' not in stop.stderr
+    sft = subprocess.run([str(BIN / 'swift'), 'sft', '--external_plugins', plugin_path(),
+                          *tiny_sft_args(tiny_qwen2_vl, 'medres/cat', tmp_path / 'sft', max_steps=1)],
+                         capture_output=True, text=True, env=os.environ.copy())
+    assert sft.returncode != 0 and re.search('medres: error: ' + named, sft.stderr), sft.stderr[-3000:]

@@ -60,6 +60,7 @@ def stop_message(label: str, total: int, rows: Sequence[BadRow], path: Path, sou
     return f'{rows[0].reason}{more}; {Env.BAD_ROWS}=skip drops bad rows instead'
 
 
-def all_skipped_message(label: str, total: int, rows: Sequence[BadRow], path: Path, source: str = '') -> str:
-    return (f'all {total} rows of {label} were skipped as bad ({Env.BAD_ROWS}=skip{_from(source)}), nothing is left '
-            f'to load; the first: {rows[0].reason}; all listed in {path}')
+def all_skipped_message(label: str, total: int, rows: Sequence[BadRow], path: Path, source: str = '',
+                        why: str = f'{Env.BAD_ROWS}=skip') -> str:
+    return (f'all {total} rows of {label} were skipped as bad ({why}{_from(source)}), nothing is left to load; '
+            f'the first: {rows[0].reason}; all listed in {path}')

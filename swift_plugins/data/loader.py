@@ -12,7 +12,7 @@ from pathlib import Path
 from swift.dataset import DatasetLoader, DatasetMeta, SubsetDataset, register_dataset
 from swift.utils import get_logger
 
-from ..resolution.families import run_family
+from ..resolution.families import run_family, run_predicts
 from ..resolution.policy import ResolutionPolicy
 from ..settings import Settings
 from .images import raise_pil_limit
@@ -45,7 +45,8 @@ class MedresDatasetLoader(DatasetLoader):
         parts = []
         for split in splits:
             converter = RowConverter(entry, split, settings, policy, base_dir, family=family,
-                                     expected=expected_rows(entry, split, source), source=source.describe())
+                                     expected=expected_rows(entry, split, source), source=source.describe(),
+                                     predicts=run_predicts())
             subset = SubsetDataset(subset=entry.sources.subset, split=[entry.splits[split].hub_split],
                                    preprocess_func=converter)
             parts.append(self._load_repo_dataset(source.dataset_id, subset, use_hf=source.use_hf,

@@ -66,7 +66,7 @@ class RowConverter(RowPreprocessor):
 
     def __init__(self, entry: Entry, split: str, settings: Settings, policy: Optional[ResolutionPolicy],
                  base_dir: Optional[str] = None, *, family: Optional[Family] = None,
-                 expected: Optional[RowCount] = None, source: str = '') -> None:
+                 expected: Optional[RowCount] = None, source: str = '', predicts: Optional[bool] = None) -> None:
         image_col = entry.columns.image
         super().__init__(columns={image_col: 'images'} if image_col != 'images' else None)
         self.entry = entry
@@ -78,7 +78,8 @@ class RowConverter(RowPreprocessor):
         self.family = family
         self.expected = expected
         self.source = source
-        self.mode = settings.bad_rows
+        # Unset: a training run stops on a bad row; `swift infer` predicts the others and names it.
+        self.mode = settings.bad_rows or ('skip' if predicts else 'error')
         self.label = f'{entry.registered_name}:{split}'
         self.n_rows: Optional[int] = None
         self.streaming = False
@@ -168,9 +169,10 @@ class RowConverter(RowPreprocessor):
             if self.mode != 'skip':
                 logger.error('medres: ' + summary(self.label, self.n_rows, bad, path, self.source))
                 raise DataError(stop_message(self.label, self.n_rows, bad, path, self.source))
+            why = f'{Env.BAD_ROWS}=skip' if self.settings.bad_rows else f'predicting; {Env.BAD_ROWS}=error stops instead'
             if not keep:
-                raise DataError(all_skipped_message(self.label, self.n_rows, bad, path, self.source))
-            logger.warning(f'medres: skipping ({Env.BAD_ROWS}=skip) ' +
+                raise DataError(all_skipped_message(self.label, self.n_rows, bad, path, self.source, why))
+            logger.warning(f'medres: skipping ({why}) ' +
                            summary(self.label, self.n_rows, bad, path, self.source))
             out = out.select(keep)
         kept = [metas[i]['index'] for i in keep]

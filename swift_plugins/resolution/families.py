@@ -19,6 +19,7 @@ again. Adding a family (a new Qwen-VL or InternVL variant) is one subclass and o
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Optional
@@ -275,21 +276,31 @@ for _family in (Qwen2VL, InternVL, LlavaOneVision):
     register_family(_family)
 
 
-# The family of the template this process encodes with. ms-swift builds the template before it loads
-# the datasets, so the loader refuses at load time what the processor would refuse mid-run.
-_RUN_FAMILY: dict[str, type[Family]] = {}
+# The template this process encodes with, and its family. ms-swift builds (and sets the mode of) the
+# template before it loads the datasets, so the loader refuses at load time what the processor would
+# refuse mid-run, and knows whether the run trains or predicts.
+_RUN_FAMILY: dict = {}
 
 
-def set_run_family(template_type: str) -> None:
+def set_run_template(template: Any) -> None:
     """Called when a medres template is built (`templates.init_env_args`)."""
-    if template_type in TEMPLATE_FAMILY:
-        _RUN_FAMILY['family'] = TEMPLATE_FAMILY[template_type]
+    cls = TEMPLATE_FAMILY.get(template.template_meta.template_type)
+    if cls is not None:
+        _RUN_FAMILY['family'] = cls
+        _RUN_FAMILY['template'] = weakref.ref(template)
 
 
 def run_family() -> Optional[Family]:
     """The family of this process's template, or None outside a `swift` run."""
     cls = _RUN_FAMILY.get('family')
     return cls() if cls else None
+
+
+def run_predicts() -> Optional[bool]:
+    """True in `swift infer` (the template encodes for inference), False in training, None outside a run."""
+    ref = _RUN_FAMILY.get('template')
+    template = ref() if ref is not None else None
+    return None if template is None else not template.is_training
 
 
 def get_family(name: str) -> Family:

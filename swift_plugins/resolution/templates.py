@@ -25,7 +25,7 @@ from ..errors import PolicyError, TokenMismatchError
 from ..settings import Settings
 from ..vocabulary import EPOCH_CALLBACK, Env
 from .epoch import callback_active, callback_requested, current_epoch
-from .families import TEMPLATE_FAMILY, Family, set_run_family
+from .families import TEMPLATE_FAMILY, Family, set_run_template
 from .mixing import MixSlot
 from .policy import ResolutionPolicy
 
@@ -41,7 +41,7 @@ class ResolutionTemplateMixin:
         # The ms-swift boundary: ms-swift builds templates itself, so the policy comes from the
         # environment here (as its own knobs do, e.g. MAX_NUM), read once per template.
         super().init_env_args()
-        set_run_family(self.template_meta.template_type)
+        set_run_template(self)
         self.medres_policy = ResolutionPolicy.from_env()
         log = Settings.from_env().token_log
         self.medres_token_log = str(log) if log else None
