@@ -30,16 +30,20 @@ class Settings:
     local_sources: Optional[Path] = None
     # Where `medres prepare` writes and prepared entries look (`${MEDRES_DATA_HOME}` in an entry).
     data_home: Path = field(default_factory=default_data_home)
-    # A row that cannot be converted: 'error' stops loading, 'skip' drops and logs it.
-    bad_rows: str = 'error'
+    # A row that cannot be converted: 'error' stops loading, 'skip' drops it (both name every bad row).
+    # None (unset): stop in training, skip in `swift infer`, which predicts the other rows (and
+    # `medres score` refuses the file as partial).
+    bad_rows: Optional[str] = None
     # Images over this many pixels are refused before decoding.
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    # An image the model family cannot encode (an extreme aspect ratio): refused, or padded when True.
+    pad_aspect: bool = False
     # Append one JSON line per encoded sample here (the template's token check).
     token_log: Optional[Path] = None
     debug: bool = False
 
     def __post_init__(self):
-        if self.bad_rows not in BAD_ROW_MODES:
+        if self.bad_rows is not None and self.bad_rows not in BAD_ROW_MODES:
             raise UsageError(f'{Env.BAD_ROWS} must be one of {BAD_ROW_MODES}, got {self.bad_rows!r}')
         if self.max_image_pixels <= 0:
             raise UsageError(f'{Env.MAX_IMAGE_PIXELS} must be positive, got {self.max_image_pixels}')
@@ -56,8 +60,9 @@ class Settings:
             registry_dirs=tuple(Path(p) for p in env.get(Env.REGISTRY, '').split(os.pathsep) if p),
             local_sources=Path(env[Env.LOCAL_SOURCES]) if env.get(Env.LOCAL_SOURCES) else None,
             data_home=Path(env[Env.DATA_HOME]) if env.get(Env.DATA_HOME) else default_data_home(),
-            bad_rows=env.get(Env.BAD_ROWS, '').strip() or 'error',
+            bad_rows=env.get(Env.BAD_ROWS, '').strip() or None,
             max_image_pixels=pixels,
+            pad_aspect=env.get(Env.PAD_ASPECT, '').strip().lower() in TRUE_STRINGS,
             token_log=Path(env[Env.TOKEN_LOG]) if env.get(Env.TOKEN_LOG) else None,
             debug=env.get(Env.DEBUG, '').strip().lower() in TRUE_STRINGS,
         )
@@ -67,8 +72,12 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The variables that give a child process these settings (the token log is per run)."""
-        env = {Env.DATA_HOME: str(self.data_home), Env.BAD_ROWS: self.bad_rows,
+        # medres's own `swift infer` runs (grid, sweep, probe, demo) score what they predict: unless the
+        # user chose to skip, a bad row stops them rather than shrinking a cell's test set.
+        env = {Env.DATA_HOME: str(self.data_home), Env.BAD_ROWS: self.bad_rows or 'error',
                Env.MAX_IMAGE_PIXELS: str(self.max_image_pixels)}
+        if self.pad_aspect:
+            env[Env.PAD_ASPECT] = '1'
         if self.registry_dirs:
             env[Env.REGISTRY] = os.pathsep.join(str(d) for d in self.registry_dirs)
         if self.local_sources:

@@ -53,6 +53,7 @@ class Env:
     DATA_HOME = 'MEDRES_DATA_HOME'
     BAD_ROWS = 'MEDRES_BAD_ROWS'
     MAX_IMAGE_PIXELS = 'MEDRES_MAX_IMAGE_PIXELS'
+    PAD_ASPECT = 'MEDRES_PAD_ASPECT'
     DEBUG = 'MEDRES_DEBUG'
 
     @classmethod
@@ -65,6 +66,12 @@ ENV_PREFIX = 'MEDRES_'
 POLICY_ENV = (Env.RESOLUTION, Env.LOW_PIXELS, Env.LOW_SCALE, Env.NATIVE_MAX_PIXELS, Env.MIX_RATIO, Env.MIX_SEED,
               Env.MIX_BALANCE, Env.MIX_REDRAW, Env.FILTER, Env.UPSAMPLE_FROM_LOW)
 TRUE_STRINGS = frozenset({'1', 'true', 'yes', 'on'})
+
+# The datasets `medres prepare <name>` builds from public raw downloads (its converters; a test keeps
+# the two in step): only these get "run `medres prepare <name>`" as the fix for a missing folder.
+PREPARED_DATASETS = ('subcellular', 'compound', 'cervical', 'wsi')
+# How many bad rows an error or summary lists before pointing at the file that lists them all.
+BAD_ROWS_SHOWN = 10
 
 # PIL's own decompression-bomb limit; raise MEDRES_MAX_IMAGE_PIXELS for slides and big microscopy.
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970

@@ -71,15 +71,18 @@ def isolated_env():
     Restored by value, not with monkeypatch: `datasets.Dataset.map(num_proc=...)` rebinds
     `os.environ` to a copy, so monkeypatch's undo would land on the old object and leak.
     """
+    import swift_plugins.resolution.families as families
     import swift_plugins.resolution.mixing as mixing
     saved = {k: v for k, v in os.environ.items() if not k.startswith('MEDRES_')}
     for key in [k for k in os.environ if k.startswith('MEDRES_')]:
         del os.environ[key]
     mixing.QUOTAS.clear()
+    families._RUN_FAMILY.clear()   # a template built by one test is no other test's run family
     yield
     os.environ.clear()
     os.environ.update(saved)
     mixing.QUOTAS.clear()
+    families._RUN_FAMILY.clear()
 
 
 @pytest.fixture

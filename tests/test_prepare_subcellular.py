@@ -18,7 +18,7 @@ from swift_plugins.fixtures.raw_sources import (
 )
 from swift_plugins.prepare import prepare
 from swift_plugins.prepare.common import PrepareError
-from swift_plugins.prepare.subcellular import CAPTION_TEMPLATE, paper_split
+from swift_plugins.prepare.subcellular import CAPTION_TEMPLATE, paper_order, paper_split
 from swift_plugins.vocabulary import Env
 
 from helpers import load
@@ -123,7 +123,7 @@ def test_captions_json_split_task_and_load(captions, data_home, capsys, monkeypa
 def test_small_captions_file_gets_a_fifth_as_test(captions, tmp_path):
     root, _ = captions
     m = prepare('subcellular', root, tmp_path / 'out')
-    assert m['counts']['test'] == round(0.2 * 14) and 'the first 3 test' in m['split_rule']
+    assert m['counts']['test'] == round(0.2 * 14) and 'the first 3 (in that order' in m['split_rule']
 
 
 def test_a_jsonl_table_keeps_list_localizations(captions, tmp_path):
@@ -239,11 +239,13 @@ def test_bad_entries_error_or_skip(captions, tmp_path, breakage):
     m = prepare('subcellular', root, tmp_path / 'out', on_error='skip', test_size=4)
     expected = 2 if breakage is _duplicate else 1
     assert m['skipped']['count'] == expected and sum(m['counts'].values()) == 14 - expected
-    # The split stays the paper's: a skipped entry leaves its split one row short, nothing moves.
+    # The paper's order, with test the first 4 usable entries in it: test keeps its size, the skipped
+    # entry's place goes to the next entry of the shuffle.
     skipped = {int(s['item'].split()[2]) for s in m['skipped']['items']}
-    split = paper_split(14, 4, 42)
-    assert {r['id'] for r in rows(tmp_path / 'out', 'test')} == {
-        e['image_id'] for n, (e, s) in enumerate(zip(entries, split), start=1) if s == 'test' and n not in skipped}
+    rank = paper_order(14, 42)
+    usable = sorted((r, e['image_id']) for n, (e, r) in enumerate(zip(entries, rank), start=1) if n not in skipped)
+    assert [r['id'] for r in rows(tmp_path / 'out', 'test')] == [i for _, i in usable[:4]]
+    assert m['counts']['test'] == 4
 
 
 def test_which_table(captions, tmp_path):

@@ -248,7 +248,7 @@ def test_compare_paper_marks_where_the_model_differs():
 
 # ---------------------------------------------------------------------------- `medres score`
 
-def infer_row(index, response, gold, image_key, dataset='vqa-rad', question='Is there a fracture?'):
+def infer_row(index, response, gold, image_key, dataset='vqa-rad', question='Is there a fracture?', split_rows=6):
     """One line of `swift infer --result_path` output for a medres dataset."""
     return {
         'response': response, 'labels': gold, 'logprobs': None,
@@ -258,7 +258,8 @@ def infer_row(index, response, gold, image_key, dataset='vqa-rad', question='Is 
                      {'role': 'assistant', 'content': response}],
         'chat_template_kwargs': {'medres': {
             'id': f'{dataset}/test/{index}', 'dataset': dataset, 'split': 'test', 'index': index,
-            'modality': 'radiology', 'width': 1024, 'height': 1024, 'source_mode': 'L', 'image_key': image_key}},
+            'modality': 'radiology', 'width': 1024, 'height': 1024, 'source_mode': 'L', 'image_key': image_key,
+            'split_rows': split_rows}},
     }
 
 
@@ -301,9 +302,9 @@ def test_cli_score_prints_table_and_writes_json_and_rows(tmp_path, capsys):
 
 @pytest.mark.parametrize('rows, message', [
     ([infer_row(0, 'yes', 'yes', 'a'), infer_row(1, 'no', 'no', 'b'), infer_row(0, 'no', 'yes', 'a')],
-     r"preds\.jsonl:3: duplicate id 'vqa-rad/test/0' \(first at line 1\)"),
+     r"preds\.jsonl: 2 rows of 'vqa-rad', but 1 duplicated rows \(id 'vqa-rad/test/0' at lines 1 and 3 first\)"),
     ([infer_row(0, 'yes', 'yes', 'a'), infer_row(5, 'no', 'no', 'b', dataset='slake')],
-     r"preds\.jsonl:2: row 'slake/test/5' is from dataset 'slake', not 'vqa-rad'"),
+     r"preds\.jsonl: 1 rows of 'vqa-rad', but 1 rows of another dataset \(1 of 'slake'; first at line 2\)"),
     ([infer_row(0, 'yes', 'yes', 'a') | {'chat_template_kwargs': {}}],
      r'preds\.jsonl:1: no chat_template_kwargs\.medres metadata'),
     ([infer_row(0, 'yes', None, 'a')], r"preds\.jsonl:1: row 'vqa-rad/test/0' has no gold answer"),
@@ -342,7 +343,7 @@ def test_cli_score_reads_lettered_options_from_the_prompt_and_names_unscorable_r
     question = 'What is the diagnosis?\nOptions:\n' + '\n'.join(f'{k}. {o}' for k, o in zip('ABCD', opts))
 
     def row(i, response, gold, choices=opts):
-        r = infer_row(i, response, gold, f'slide-{i // 2}', dataset='wsi', question=question)
+        r = infer_row(i, response, gold, f'slide-{i // 2}', dataset='wsi', question=question, split_rows=5)
         r['chat_template_kwargs']['medres']['choices'] = choices
         return r
     preds = write_jsonl(tmp_path / 'preds.jsonl', [

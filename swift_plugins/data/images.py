@@ -1,15 +1,14 @@
-"""Decode one stored image and hand ms-swift an 8-bit RGB image without silent loss.
+"""PIL-level primitives of the one image path: open and fully decode, window, convert modes.
 
 PIL's own `convert('RGB')` clips 16-bit data to 255, drops alpha onto black and ignores ICC
 profiles; ms-swift calls exactly that on every non-RGB image. Here each mode gets a deliberate
-conversion, the full image is decoded once (so a truncated file fails at load time, naming its
-row, not mid-training), and images that are already 8-bit RGB or grayscale keep their bytes.
+conversion and the full image is decoded once (so a truncated file fails at load time, naming its
+row, not mid-training). `channels.decode_rgb` builds on these; `decode.py` is what runs call.
 """
 from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -22,16 +21,7 @@ from ..vocabulary import DEFAULT_MAX_IMAGE_PIXELS, Env
 WINDOW_PERCENTILES = (0.1, 99.9)
 # Transparent areas carry no signal; flatten them onto white as viewers and `convert -flatten` do.
 ALPHA_BACKGROUND = (255, 255, 255)
-
-
-@dataclass(frozen=True)
-class DecodedImage:
-    # What ms-swift opens: the original bytes or path when already 8-bit RGB / L, else PNG bytes.
-    payload: Union[bytes, str]
-    width: int
-    height: int
-    source_mode: str     # PIL mode as stored, e.g. 'CMYK', 'I;16'
-    converted: bool      # True when `data` is a re-encoded PNG of a converted image
+EXIF_ORIENTATION = 0x0112
 
 
 def pixel_limit_error(where: str, w: int, h: int, limit: int) -> ImageDecodeError:
@@ -52,10 +42,15 @@ def open_image(data: Union[bytes, str, os.PathLike], where: str,
     w, h = im.size
     if w * h > limit:
         raise pixel_limit_error(where, w, h, limit)
-    if getattr(im, 'n_frames', 1) > 1 and im.format == 'TIFF':
+    frames = getattr(im, 'n_frames', 1)
+    # MPO (camera JPEGs with a preview) is a primary image plus extras: the first frame is the image.
+    if frames > 1 and im.format == 'TIFF':
         raise ImageDecodeError(
-            f'{where}: multi-page TIFF ({im.n_frames} pages) has no single RGB meaning; '
+            f'{where}: multi-page TIFF ({frames} pages) has no single RGB meaning; '
             f'prepare it with `medres prepare` and an explicit channel mapping')
+    if frames > 1 and im.format != 'MPO':
+        raise ImageDecodeError(f'{where}: animated {im.format} ({frames} frames) has no single image; '
+                               f'export the frame you mean')
     try:
         # Our own limit is checked above; PIL's global one would reject what the user allowed.
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -67,6 +62,27 @@ def open_image(data: Union[bytes, str, os.PathLike], where: str,
         raise ImageDecodeError(f'{where}: cannot decode image ({w}x{h}, {im.mode}): '
                                f'{type(e).__name__}: {e}') from None
     return im
+
+
+def raise_pil_limit(max_pixels: int) -> None:
+    """Let PIL open what medres admits. ms-swift and the model processors open images under PIL's
+    process-wide decompression-bomb limit (an error above 2 x `Image.MAX_IMAGE_PIXELS`), which would
+    refuse images that a raised `MEDRES_MAX_IMAGE_PIXELS` admits; medres refuses over its own limit
+    before they get there. Called at the ms-swift boundary only; never lowers PIL's limit."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def exif_orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1-8; 1 = as stored), read from the header. A PNG's eXIf chunk is
+    read only once its pixels are (PIL's `getexif` would decode them to look past them)."""
+    if im.format == 'PNG' and 'exif' not in im.info:
+        return 1
+    try:
+        value = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a malformed EXIF block is no orientation, as viewers treat it
+        return 1
+    return value if 1 <= value <= 8 else 1
 
 
 def percentile_window(arr: np.ndarray, percentiles: tuple[float, float] = WINDOW_PERCENTILES
@@ -122,23 +138,6 @@ def to_rgb(im: Image.Image) -> Image.Image:
         return _flatten_alpha(im)
     # YCbCr, LAB, HSV: PIL converts these colour spaces to RGB exactly.
     return im.convert('RGB')
-
-
-def decode_to_rgb(data: Union[bytes, str, os.PathLike], where: str,
-                  max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> DecodedImage:
-    """Decode, validate and, where needed, convert to an 8-bit RGB PNG."""
-    im = open_image(data, where, max_pixels)
-    mode = im.mode
-    if mode in ('RGB', 'L'):
-        payload = bytes(data) if isinstance(data, (bytes, bytearray)) else os.fspath(data)
-        return DecodedImage(payload, im.width, im.height, mode, converted=False)
-    try:
-        rgb = to_rgb(im)
-    except Exception as e:
-        raise ImageDecodeError(f'{where}: cannot convert {mode} image to RGB: {type(e).__name__}: {e}') from None
-    buf = io.BytesIO()
-    rgb.save(buf, format='PNG', compress_level=1)
-    return DecodedImage(buf.getvalue(), rgb.width, rgb.height, mode, converted=True)
 
 
 def image_payload(value) -> Optional[Union[bytes, str]]:

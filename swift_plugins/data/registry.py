@@ -7,7 +7,9 @@ dataset (prompt, label set, synonyms, metric, native size, sources) lives in its
 """
 from __future__ import annotations
 
+import re
 import string
+import unicodedata
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -27,6 +29,14 @@ Metric = Literal['closed_accuracy', 'accuracy', 'token_recall', 'exact_match', '
 # Metrics of a `caption` task: facts read out of a generated description (eval/caption_metrics.py).
 CAPTION_METRICS = ('mention_accuracy', 'mention_macro_recall')
 PROMPT_FIELDS = {'question', 'labels', 'choices'}
+# The closed answers of a `closed_vqa` entry that names none (as the scorer assumes).
+DEFAULT_CLOSED_ANSWERS = ('yes', 'no')
+_WORD = re.compile(r'[^\W_]+')
+
+
+def answer_words(text: str) -> tuple[str, ...]:
+    """Case-folded words (letters and digits), the scorer's comparison unit (`eval.scoring.tokens`)."""
+    return tuple(_WORD.findall(unicodedata.normalize('NFKC', text).casefold()))
 ChannelColor = Literal['red', 'green', 'blue', 'yellow', 'cyan', 'magenta', 'gray', 'none']
 
 
@@ -102,6 +112,9 @@ class Columns(_Strict):
     answer: str = 'answer'
     # Multiple choice: a column holding the list of options.
     choices: Optional[str] = None
+    # The dataset's own row id: kept in every row (and so in `swift infer`'s predictions) as
+    # `source_id`; ids must be unique within a split.
+    id: Optional[str] = None
 
 
 class Prompt(_Strict):
@@ -121,8 +134,9 @@ class NativeSize(_Strict):
 class Channel(_Strict):
     """One stain of a multichannel source and the colour it gets in the RGB composite."""
     name: str
-    # How the converter finds the stain: a file-name suffix or a metadata-table column.
-    source: str
+    # How the converter finds the stain: a file-name suffix or a metadata-table column (not needed
+    # when the stains are planes of one file, found by `index`).
+    source: Optional[str] = None
     # Its plane in a single multichannel file (multi-page TIFF, stacked array), when it has one.
     index: Optional[int] = Field(default=None, ge=0)
     # `none` documents a stain that is deliberately left out of the composite.
@@ -182,10 +196,13 @@ class Entry(_Strict):
         if caption_metric and self.metric not in self.task.targets:
             raise ValueError(f'task.targets: a caption task needs the column its metric {self.metric!r} reads')
         if self.channels is not None:
-            for what in ('name', 'source'):
-                values = [getattr(c, what) for c in self.channels]
+            for what in ('name', 'source', 'index'):
+                values = [getattr(c, what) for c in self.channels if getattr(c, what) is not None]
                 if len(set(values)) != len(values):
                     raise ValueError(f'channels: duplicate channel {what}s {values}')
+            unlocated = [c.name for c in self.channels if c.source is None and c.index is None]
+            if unlocated:
+                raise ValueError(f'channels: {unlocated} need a `source` (file suffix or column) or a plane `index`')
             if all(c.color == 'none' for c in self.channels):
                 raise ValueError('channels: every channel has color none; the composite would be black')
         answers = set(self.labels or []) | set(self.task.closed_answers)
@@ -219,6 +236,20 @@ class Entry(_Strict):
     def registered_name(self) -> str:
         return registered_name(self.name)
 
+    def answer_options(self) -> Optional[list[str]]:
+        """The fixed answer set every row's answer must be in (what the scorer parses against), or
+        None when answers are free text (open and mixed VQA) or per row (multiple choice)."""
+        if self.task.kind == 'classification':
+            return list(self.labels or [])
+        if self.task.kind == 'closed_vqa':
+            return list(self.task.closed_answers or self.labels or DEFAULT_CLOSED_ANSWERS)
+        return None
+
+    def canonical_answer(self, answer: str, options: list[str]) -> Optional[str]:
+        """The option `answer` is, ignoring case and punctuation as the scorer does; None if none."""
+        words = answer_words(answer)
+        return next((o for o in options if answer_words(o) == words), None)
+
     def fingerprint(self) -> str:
         """sha256 of the entry's contents: what a cached result computed from it records."""
         import hashlib
@@ -242,15 +273,48 @@ def _format_validation_error(path: Path, err: ValidationError) -> str:
     return '\n'.join(lines)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a registry file with one is an error."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == 'tag:yaml.org,2002:merge':
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise RegistryError(f'key {key!r} is given twice, on lines {seen[key]} and '
+                                        f'{key_node.start_mark.line + 1} (YAML would keep only the last); keep one')
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:   # an unhashable key: the base constructor reports it
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path):
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise RegistryError(f'{path}: cannot read: {e}') from None
+    try:
+        text = raw.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b'\n') + 1
+        raise RegistryError(f'{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as '
+                            f'UTF-8') from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except RegistryError as e:   # a duplicate key, found by the loader, which knows no path
+        raise RegistryError(f'{path}: {e}') from None
+    except yaml.YAMLError as e:
+        raise RegistryError(f'{path}: not valid YAML: {e}') from None
+
+
 def load_entry(path: str | Path) -> Entry:
     """Parse and validate one registry file, raising `RegistryError` naming file and field."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except yaml.YAMLError as e:
-        raise RegistryError(f'{path}: not valid YAML: {e}') from None
-    except OSError as e:
-        raise RegistryError(f'{path}: cannot read: {e}') from None
+    data = _read_yaml(path)
     if not isinstance(data, dict):
         raise RegistryError(f'{path}: expected a mapping of fields, got {type(data).__name__}')
     try:
@@ -263,35 +327,49 @@ def load_entry(path: str | Path) -> Entry:
 
 
 def registry_dirs(extra: Sequence[str | Path] = ()) -> list[Path]:
-    """Built-in folder first, then the user's folders in order: later ones override."""
-    dirs = [BUILTIN_DIR] + [Path(p) for p in extra]
-    for d in dirs[1:]:
+    """Built-in folder first, then the user's folders in order (a folder named twice counts once)."""
+    dirs, seen = [BUILTIN_DIR], {BUILTIN_DIR.resolve()}
+    for d in map(Path, extra):
         if not d.is_dir():
             raise RegistryError(f'{d}: registry folder does not exist (from {Env.REGISTRY} or --registry)')
+        if d.resolve() not in seen:
+            seen.add(d.resolve())
+            dirs.append(d)
     return dirs
 
 
-def _registry_files(dirs: Sequence[Path]) -> tuple[tuple[Path, int, int], ...]:
-    """Every entry file in override order, with its size and modification time (the cache key)."""
+def _registry_files(dirs: Sequence[Path]) -> tuple[tuple[Path, int, int, int], ...]:
+    """Every entry file in override order, with its folder's position (0: built-in), size and
+    modification time (the cache key)."""
     files = []
-    for d in dirs:
-        for path in sorted(d.glob('*.yaml')) + sorted(d.glob('*.yml')):
+    for k, d in enumerate(dirs):
+        for path in sorted(p for p in d.iterdir() if p.suffix.lower() in ('.yaml', '.yml') and p.is_file()):
             st = path.stat()
-            files.append((path, st.st_size, st.st_mtime_ns))
+            files.append((path, k, st.st_size, st.st_mtime_ns))
     return tuple(files)
 
 
 @lru_cache(maxsize=8)
-def _load_files(files: tuple[tuple[Path, int, int], ...]) -> dict[str, Entry]:
+def _load_files(files: tuple[tuple[Path, int, int, int], ...]) -> dict[str, Entry]:
     entries: dict[str, Entry] = {}
-    for path, _, _ in files:
+    origin: dict[str, tuple[Path, int]] = {}
+    for path, folder, _, _ in files:
         entry = load_entry(path)
+        if entry.name in origin:
+            first, first_folder = origin[entry.name]
+            # A user folder replaces a built-in entry on purpose; anything else is two definitions.
+            if first_folder != 0 or folder == 0:
+                where = 'two extensions in one folder' if first.parent == path.parent else 'two registry folders'
+                raise RegistryError(f'dataset {entry.name!r} is defined twice ({where}): {first} and {path}; '
+                                    f'remove or rename one')
+        origin[entry.name] = (path, folder)
         entries[entry.name] = entry
     return entries
 
 
 def load_registry(dirs: Sequence[str | Path] = ()) -> dict[str, Entry]:
-    """All entries by name; an entry in a user folder (`dirs`) replaces a built-in one of the same name.
+    """All entries by name; an entry in a user folder (`dirs`) replaces a built-in one of the same name,
+    and the same name twice among the user's folders (or two files of one name) is an error naming both.
     Parsed once per process and re-read when a file changes (a long grid sees an edited prompt)."""
     return dict(_load_files(_registry_files(registry_dirs(dirs))))
 

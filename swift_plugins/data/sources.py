@@ -8,15 +8,19 @@ registry unchanged.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from ..errors import RegistryError
+from ..errors import DataError, RegistryError
 from ..settings import Settings
-from ..vocabulary import Env
+from ..vocabulary import PREPARED_DATASETS, Env
 from .registry import Entry
+
+MANIFEST = 'manifest.json'   # what `medres prepare` writes last into a complete folder
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,11 @@ def resolve_source(entry: Entry, use_hf: Optional[bool], settings: Settings) -> 
         if local.is_dir():
             return Source(str(local.resolve()), True, None, 'local')
         if not (entry.sources.hf or entry.sources.ms):
-            raise RegistryError(f"{entry.path}: field 'sources.local': folder {local} does not exist "
-                                f'(prepare it first, e.g. `medres prepare {entry.name} --out {local}`)')
+            hint = (f'prepare it first: `medres prepare {entry.name} --raw <download> --out {local}`'
+                    if entry.name in PREPARED_DATASETS else
+                    'create it (data/<split>.jsonl with image paths relative to the folder, or the hub\'s '
+                    'data/<split>-*.parquet) or point the field at the folder that holds the data')
+            raise RegistryError(f"{entry.path}: field 'sources.local': folder {local} does not exist ({hint})")
     s = entry.sources
     if use_hf and s.hf or (not s.ms and s.hf):
         return Source(s.hf, True, s.hf_revision, 'hf')
@@ -61,3 +68,61 @@ def resolve_source(entry: Entry, use_hf: Optional[bool], settings: Settings) -> 
         return Source(s.ms, False, s.ms_revision, 'ms')
     raise RegistryError(f"{entry.path}: field 'sources': no source reachable for {entry.name} "
                         f'(use_hf={use_hf}, hf={s.hf}, ms={s.ms}, local={s.local})')
+
+
+@dataclass(frozen=True)
+class RowCount:
+    """What a split's row count must be, where that is stated, and whether a mismatch stops loading."""
+    rows: int
+    stated_in: str
+    strict: bool
+
+
+def expected_rows(entry: Entry, split: str, source: Source) -> Optional[RowCount]:
+    """A prepared folder's manifest counts; else the entry's declared `rows`. A local override
+    (`MEDRES_LOCAL_SOURCES`) without a manifest may be a deliberate subset: a mismatch only warns."""
+    if source.kind.startswith('local'):
+        manifest = Path(source.dataset_id) / MANIFEST
+        try:
+            counts = json.loads(manifest.read_text(encoding='utf-8')).get('counts') or {}
+        except (OSError, ValueError):
+            counts = None
+        if counts is not None:
+            hub_split = entry.splits[split].hub_split
+            return RowCount(int(counts.get(hub_split, 0)), str(manifest), True) if hub_split in counts else None
+    declared = entry.splits[split].rows
+    if declared is None:
+        return None
+    return RowCount(declared, f"{entry.path}: field 'splits.{split}.rows'", source.kind != 'local-override')
+
+
+def check_jsonl_files(folder: Path) -> None:
+    """Every jsonl of a local source folder (top level and data/) is UTF-8 JSON, one object per line;
+    otherwise a `DataError` naming the file and line (the json reader would name neither)."""
+    files = sorted(folder.glob('*.jsonl')) + sorted((folder / 'data').rglob('*.jsonl'))
+    for path in files:
+        _check_jsonl(path, *_stamp(path))
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=256)
+def _check_jsonl(path: Path, size: int, mtime: int) -> None:
+    with open(path, 'rb') as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode('utf-8')
+            except UnicodeDecodeError as e:
+                raise DataError(f'{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); '
+                                f'save the file as UTF-8') from None
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise DataError(f'{path}:{line_no}: not valid JSON: {e}') from None
+            if not isinstance(row, dict):
+                raise DataError(f'{path}:{line_no}: expected a JSON object per line, got {type(row).__name__}')

@@ -115,27 +115,24 @@ class CervicalConverter(Converter):
         test_size = ctx.options['test_size']
         if not 0 < test_size < len(items):
             raise PrepareError(f'--test-size {test_size}: needs 0 < test size < {len(items)} images')
-        groups: dict[str, list[str]] = {}
-        for label, image_id, _ in items:
-            groups.setdefault(label, []).append(image_id)
-        test = stratified_test(groups, test_size, ctx.seed)
-        planned = [{'id': i, 'label': label, 'path': p, 'split': 'test' if i in test else 'train'}
-                   for label, i, p in items]
+        # The split is drawn in `build`, over the images that decode.
+        planned = [{'id': i, 'label': label, 'path': p} for label, i, p in items]
         stems = Counter(p.stem for _, _, p in items)
         facts = {'split_rule': f'stratified by class with seed {ctx.seed}: {test_size} test images '
-                               f'(per-class share by largest remainder), the rest train',
+                               f'(per-class share by largest remainder) drawn among the images that decode, '
+                               f'the rest train',
                  'class_folders': folders,
                  'id_rule': '<class>/<file stem>',
                  'file_stems_in_several_classes': sorted(s for s, n in stems.items() if n > 1)}
         return Plan(planned, [p for _, _, p in found], facts)
 
     def build(self, ctx: Context, plan: Plan, writer: DatasetWriter) -> dict:
-        copied = 0
+        copied, done = 0, []
         for item in tqdm(plan.items, desc='cervical images', unit='img', disable=None):
             rel_src = item['path'].relative_to(ctx.raw).as_posix()
             try:
                 rgb, _ = decode_rgb(item['path'], f'cervical {rel_src}', max_pixels=ctx.max_pixels)
-                stem = f'images/{item["split"]}/{item["label"]}/{safe_name(item["path"].stem)}'
+                stem = writer.staged(f'{item["label"]}/{safe_name(item["path"].stem)}')
                 if is_plain_rgb(item['path']):  # copied as downloaded: re-encoding adds only bytes
                     image = writer.copy(item['path'], stem + item['path'].suffix.lower())
                     copied += 1
@@ -144,7 +141,18 @@ class CervicalConverter(Converter):
             except ImageDecodeError as e:
                 ctx.report.bad(rel_src, str(e))
                 continue
-            writer.add_row(item['split'], {'id': item['id'], 'image': image, 'answer': item['label'],
-                                           'source_file': rel_src})
+            done.append((item, image, rel_src))
+        test_size = ctx.options['test_size']
+        if not 0 < test_size < len(done):
+            raise PrepareError(f'--test-size {test_size}: only {len(done)} images decode; needs 0 < test size < {len(done)}')
+        groups: dict[str, list[str]] = {}
+        for item, _, _ in done:
+            groups.setdefault(item['label'], []).append(item['id'])
+        test = stratified_test(groups, test_size, ctx.seed)
+        for item, image, rel_src in done:
+            split = 'test' if item['id'] in test else 'train'
+            writer.add_row(split, {'id': item['id'], 'image': writer.settle(image, split), 'answer': item['label'],
+                                   'source_file': rel_src})
+        writer.clear_staging()
         return {'images': {'copied_as_downloaded': copied,
                            'converted_to_png': sum(len(r) for r in writer.rows.values()) - copied}}

@@ -12,6 +12,7 @@ no-op that says so.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -37,6 +38,11 @@ from ..vocabulary import BAD_ROW_MODES, Env
 ON_ERROR_CHOICES = BAD_ROW_MODES
 MANIFEST = 'manifest.json'
 CARD = 'README.md'
+# Images decoded before the split is drawn: a split is drawn over the items that decoded, so a bad
+# file never costs the test split a row (`--test-size N` gives N).
+STAGING = 'images/.staged'
+# Held (flock) by the run building a `.partial-*` folder; removed before the folder becomes `out`.
+LOCK = '.medres-build.lock'
 console = Console(stderr=True, soft_wrap=True)
 
 
@@ -139,6 +145,19 @@ class DatasetWriter:
         shutil.copyfile(src, self._new_image(rel))
         return rel
 
+    def staged(self, name: str) -> str:
+        """Where an image waits while its split is not known yet (see `settle`)."""
+        return f'{STAGING}/{name}'
+
+    def settle(self, rel: str, split: str) -> str:
+        """Move a staged image into `images/<split>/` once the split is drawn."""
+        new_rel = f'images/{split}/' + rel.removeprefix(STAGING + '/')
+        os.replace(self.root / rel, self._new_image(new_rel))
+        return new_rel
+
+    def clear_staging(self) -> None:
+        shutil.rmtree(self.root / STAGING, ignore_errors=True)
+
     def add_row(self, split: str, row: dict) -> None:
         self.rows.setdefault(split, []).append(row)
 
@@ -177,7 +196,7 @@ def file_hash(path: Path, algorithm: str = 'sha256') -> str:
 def file_manifest(root: Path) -> dict[str, dict]:
     """Every file under `root` with its hash and size: what `is_up_to_date` checks a folder against."""
     return {p.relative_to(root).as_posix(): {'sha256': file_hash(p), 'bytes': p.stat().st_size}
-            for p in sorted(root.rglob('*')) if p.is_file()}
+            for p in sorted(root.rglob('*')) if p.is_file() and p.name != LOCK}
 
 
 def file_index(root: Path) -> set[str]:
@@ -236,7 +255,34 @@ def is_up_to_date(out: Path, fp: str) -> bool:
     return True
 
 
-def _pid_alive(pid: int) -> bool:
+def _owner_alive(folder: Path, kind: str) -> bool:
+    """Whether the run that made a `.partial-*` / `.old-*` folder still runs. A building run holds an
+    exclusive lock on a file inside its folder, which the kernel drops when the process ends however
+    it ends (killed, reaped or not, another host's pid). Folders without that lock fall back to the
+    pid in their name, counting our own pid as dead (it cannot be building twice)."""
+    lock = folder / LOCK
+    if lock.is_file():
+        try:
+            with open(lock, 'a') as f:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            pass
+    try:
+        pid = int(folder.name.split(f'.{kind}-')[1].split('-')[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        with open(f'/proc/{pid}/stat') as f:   # a zombie (killed, not yet reaped) is not building
+            if f.read().rsplit(')', 1)[-1].split()[0] == 'Z':
+                return False
+    except OSError:
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -246,17 +292,19 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale(out: Path) -> None:
-    # A killed run leaves `.<name>.partial-<pid>-*` (or, killed between its two renames, the
-    # replaced `.<name>.old-<pid>-*`); the registry never loads them, the next run removes them.
+def remove_stale(out: Path) -> list[Path]:
+    """Remove what killed runs left beside `out`: `.<name>.partial-*` (a half-built folder) and
+    `.<name>.old-*` (the previous folder, when killed between the two renames). The registry never
+    loads them; every run, also one that finds `out` up to date, removes them. Returns what went."""
+    removed = []
+    if not out.parent.is_dir():
+        return removed
     for kind in ('partial', 'old'):
         for p in out.parent.glob(f'.{out.name}.{kind}-*'):
-            try:
-                pid = int(p.name.split(f'.{kind}-')[1].split('-')[0])
-            except (IndexError, ValueError):
-                continue
-            if not _pid_alive(pid):
+            if p.is_dir() and not _owner_alive(p, kind):
                 shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
 
 
 @contextmanager
@@ -265,19 +313,25 @@ def atomic_folder(out: Path) -> Iterator[Path]:
     if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()):
         raise PrepareError(f'{out} exists and is not a prepared dataset (no {MANIFEST}); refusing to replace it')
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
+    remove_stale(out)
     tmp = out.parent / f'.{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}'
     tmp.mkdir()
+    lock = open(tmp / LOCK, 'w')
+    fcntl.flock(lock, fcntl.LOCK_EX)   # held until this run ends: see `_owner_alive`
     try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = out.parent / f'.{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}'
-    if out.exists():
-        os.rename(out, old)
-    os.rename(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
+        try:
+            yield tmp
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        (tmp / LOCK).unlink()
+        old = out.parent / f'.{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+        if out.exists():
+            os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        lock.close()
 
 
 def answer_distribution(entry: Entry, rows: list[dict]) -> dict:
@@ -342,6 +396,9 @@ def run(converter: Converter, entry: Entry, raw: Path, out: Optional[Path], *, s
     out = Path(out) if out is not None else default_out(entry.name, settings)
     if out.resolve().is_relative_to(raw.resolve()):
         raise PrepareError(f'--out {out} is inside --raw {raw}; the next run would read its own output')
+    for p in remove_stale(out):
+        console.print(f'medres prepare {entry.name}: removed {p}, left by a run that was killed', highlight=False,
+                      markup=False)
     ctx = Context(entry, raw, out, seed, on_error, dict(options or {}), Report(entry.name, on_error), settings)
     plan = converter.plan(ctx)
     fp = fingerprint(converter, ctx, plan.inputs)

@@ -24,9 +24,9 @@ The public lists have no captions: each row gets `CAPTION_TEMPLATE` (recorded in
 
 Split, every layout, the paper's rule: Python `random.seed(seed); random.shuffle(rows in file order)`,
 the first 2,000 test, the rest train (under 10,000 rows: 20% test, unless --test-size). captions.json
-is shuffled whole, exactly as the paper's script did, so a bad entry leaves its split one row short
-instead of moving others across the boundary; a public list is shuffled once its undownloaded rows are
-set aside.
+is shuffled whole, exactly as the paper's script did (a public list once its undownloaded rows are set
+aside); test is then the first 2,000 rows *in that order* whose images are usable, so a bad entry never
+leaves test short, and with no bad entry the split is exactly the paper's.
 """
 from __future__ import annotations
 
@@ -257,14 +257,19 @@ def split_test_size(n: int, given: Optional[int]) -> int:
     return size
 
 
-def paper_split(n: int, test_size: int, seed: int) -> list[str]:
-    """The split of each of `n` rows (file order): Python's random.seed(seed); random.shuffle; first test."""
+def paper_order(n: int, seed: int) -> list[int]:
+    """Each of `n` rows' (file order) position after Python's random.seed(seed); random.shuffle."""
     order = list(range(n))
     random.Random(seed).shuffle(order)   # the same stream as random.seed(seed); random.shuffle(order)
-    split = ['train'] * n
-    for i in order[:test_size]:
-        split[i] = 'test'
-    return split
+    rank = [0] * n
+    for position, i in enumerate(order):
+        rank[i] = position
+    return rank
+
+
+def paper_split(n: int, test_size: int, seed: int) -> list[str]:
+    """The split of each of `n` rows (file order): the first `test_size` of the shuffle are test."""
+    return ['test' if r < test_size else 'train' for r in paper_order(n, seed)]
 
 
 # ------------------------------------------------------------------------------------ files
@@ -385,8 +390,8 @@ class SubcellularConverter(Converter):
         if layout.name == 'captions':
             n = len(entries)
             test_size = split_test_size(n, ctx.options.get('test_size'))
-            split_of = paper_split(n, test_size, ctx.seed)
-            split = {rec.number: split_of[rec.number - 1] for rec, _, _ in resolved}
+            rank_of = paper_order(n, ctx.seed)
+            rank = {rec.number: rank_of[rec.number - 1] for rec, _, _ in resolved}
             scope = f'all {n:,} entries of {table.name} in file order'
         else:
             n = len(resolved)
@@ -394,8 +399,8 @@ class SubcellularConverter(Converter):
                 raise PrepareError(f'{ctx.raw}: none of the {len(records):,} images of {table.name} was found under '
                                    f'it (expected stain files such as <id>_blue.jpg / .png / .tif.gz)')
             test_size = split_test_size(n, ctx.options.get('test_size'))
-            split_of = paper_split(n, test_size, ctx.seed)
-            split = {rec.number: split_of[k] for k, (rec, _, _) in enumerate(resolved)}
+            rank_of = paper_order(n, ctx.seed)
+            rank = {rec.number: rank_of[k] for k, (rec, _, _) in enumerate(resolved)}
             scope = f'the {n:,} downloaded rows of {table.name} in file order'
 
         items, inputs = [], [table]
@@ -421,7 +426,8 @@ class SubcellularConverter(Converter):
                 continue
             paths = ctx.raw / source if kind == 'file' else {s: ctx.raw / r for s, r in source.items()}
             inputs += [paths] if kind == 'file' else list(paths.values())
-            items.append({'rec': rec, 'cell_line': line, 'kind': kind, 'source': paths, 'split': split[rec.number]})
+            # `build` splits: the first `test_size` usable rows in shuffled order are test.
+            items.append({'rec': rec, 'cell_line': line, 'kind': kind, 'source': paths, 'rank': rank[rec.number]})
         if unknown:
             console.print(f'subcellular: {sum(unknown.values()):,} row(s) with cell line(s) the entry does not know, '
                           f'kept as spelled (listed in the manifest under cell_lines_unknown): '
@@ -434,8 +440,9 @@ class SubcellularConverter(Converter):
         facts = {
             'layout': layout.name,
             'table': table.name,
+            'test_size': test_size,
             'split_rule': f'Python random.seed({ctx.seed}); random.shuffle() of {scope}; the first {test_size:,} '
-                          f'test, the rest train',
+                          f'(in that order, among the rows whose images are usable) test, the rest train',
             'caption_source': f'the {table.name} caption field' if has_captions else f'template: {CAPTION_TEMPLATE}',
             'localization_codes': f'codes.{layout.codes} of {entry.path}' if layout.codes else None,
             'cell_lines_normalised': dict(sorted(normalised.items())),
@@ -471,7 +478,7 @@ class SubcellularConverter(Converter):
         return rgb, windows, path if is_plain_rgb(path) else None
 
     def build(self, ctx: Context, plan: Plan, writer: DatasetWriter) -> dict:
-        windows, md5_checked, kinds = {}, 0, Counter()
+        windows, md5_checked, kinds, done = {}, 0, Counter(), []
         for item in tqdm(plan.items, desc='subcellular images', unit='img', disable=None):
             rec = item['rec']
             try:
@@ -482,15 +489,24 @@ class SubcellularConverter(Converter):
             md5_checked += bool(item['kind'] == 'file' and rec.md5)
             kinds['composed from stain files' if item['kind'] == 'stains' else
                   'composite copied as downloaded' if keep else 'converted from one file'] += 1
-            stem = f'images/{item["split"]}/{safe_name(rec.id)}'
+            stem = writer.staged(safe_name(rec.id))
             image = writer.copy(keep, stem + keep.suffix.lower()) if keep else writer.save_png(stem + '.png', rgb)
             if win:
                 windows[rec.id] = win
+            done.append((item, image))
+        test_size = plan.facts['test_size']
+        if not 0 < test_size < len(done):
+            raise PrepareError(f'--test-size {test_size}: only {len(done)} rows have usable images; needs '
+                               f'0 < test size < {len(done)}')
+        done.sort(key=lambda d: d[0]['rank'])
+        for k, (item, image) in enumerate(done):   # shuffled order: test is drawn over what is usable
+            rec, split = item['rec'], 'test' if k < test_size else 'train'
             caption = rec.caption if rec.caption is not None else CAPTION_TEMPLATE.format(
                 cell_line=item['cell_line'] or NO_CELL_LINE, localizations=', '.join(rec.localizations) or 'none annotated')
-            writer.add_row(item['split'], {
-                'id': rec.id, 'image': image, 'caption': caption, 'cell_line': item['cell_line'],
+            writer.add_row(split, {
+                'id': rec.id, 'image': writer.settle(image, split), 'caption': caption, 'cell_line': item['cell_line'],
                 'localizations': rec.localizations, **{k: rec.extra.get(k, '') for k in CAPTION_FIELDS}})
+        writer.clear_staging()
         # The caption is the answer; what a caption task is scored on is its targets: count those.
         rows = writer.rows
         lines = {split: dict(sorted(Counter(r['cell_line'] for r in rs).items())) for split, rs in rows.items()}

@@ -19,6 +19,7 @@ again. Adding a family (a new Qwen-VL or InternVL variant) is one subclass and o
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, Optional
@@ -42,6 +43,16 @@ class Family:
     templates: ClassVar[tuple[str, ...]]
     # The placeholder token repeated once per visual token in the encoded input ids.
     image_token: ClassVar[str]
+    # The processor refuses an image whose long side is more than this many times its short side.
+    max_aspect_ratio: ClassVar[Optional[float]] = None
+
+    def check(self, size: Size) -> Optional[str]:
+        """Why this family's processor would refuse an image of `size` (as it receives it), or None."""
+        w, h = size
+        ratio = max(w, h) / max(1, min(w, h))
+        if self.max_aspect_ratio is not None and ratio > self.max_aspect_ratio:
+            return f'{w}x{h} has an aspect ratio of {ratio:.1f}:1, over the {self.max_aspect_ratio:g}:1 {self.name} accepts'
+        return None
 
     def fit(self, w: float, h: float, max_pixels: Optional[float]) -> Size:
         raise NotImplementedError
@@ -80,6 +91,8 @@ class Qwen2VL(Family):
     name: ClassVar[str] = 'qwen2_vl'
     templates: ClassVar[tuple[str, ...]] = ('qwen2_vl', 'qwen2_5_vl', 'qvq')
     image_token: ClassVar[str] = '<|image_pad|>'
+    # qwen_vl_utils / transformers smart_resize: "absolute aspect ratio must be smaller than 200".
+    max_aspect_ratio: ClassVar[Optional[float]] = 200
     patch_size: int = 14
     merge_size: int = 2
 
@@ -261,6 +274,33 @@ def register_family(cls: type[Family]) -> type[Family]:
 
 for _family in (Qwen2VL, InternVL, LlavaOneVision):
     register_family(_family)
+
+
+# The template this process encodes with, and its family. ms-swift builds (and sets the mode of) the
+# template before it loads the datasets, so the loader refuses at load time what the processor would
+# refuse mid-run, and knows whether the run trains or predicts.
+_RUN_FAMILY: dict = {}
+
+
+def set_run_template(template: Any) -> None:
+    """Called when a medres template is built (`templates.init_env_args`)."""
+    cls = TEMPLATE_FAMILY.get(template.template_meta.template_type)
+    if cls is not None:
+        _RUN_FAMILY['family'] = cls
+        _RUN_FAMILY['template'] = weakref.ref(template)
+
+
+def run_family() -> Optional[Family]:
+    """The family of this process's template, or None outside a `swift` run."""
+    cls = _RUN_FAMILY.get('family')
+    return cls() if cls else None
+
+
+def run_predicts() -> Optional[bool]:
+    """True in `swift infer` (the template encodes for inference), False in training, None outside a run."""
+    ref = _RUN_FAMILY.get('template')
+    template = ref() if ref is not None else None
+    return None if template is None else not template.is_training
 
 
 def get_family(name: str) -> Family:

@@ -55,6 +55,8 @@ class QuotaBook:
         members = self._groups.setdefault(group, {})
         if member in members and members[member][0] == n:
             return members[member][1]  # the same split loaded again: same quota
+        # Booked again with another size (its bad rows dropped after loading): replace its booking.
+        members.pop(member, None)
         total_n = sum(m[0] for m in members.values())
         total_k = sum(m[1] for m in members.values())
         k = math.floor(p * (total_n + n) + 0.5) - total_k

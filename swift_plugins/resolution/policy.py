@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from PIL import Image
 
@@ -154,12 +154,13 @@ class ResolutionPolicy:
         return 'low' if iid_is_low(sample_id, seed=self.seed, p=self.mix_ratio, epoch=epoch) else 'native'
 
     def slots(self, dataset: str, modality: str, split: str, n: int,
-              book: Optional[QuotaBook] = None) -> Optional[list[MixSlot]]:
-        """Balanced mixed-resolution slots for the `n` rows of a split (None unless mixed + balanced)."""
+              book: Optional[QuotaBook] = None, indices: Optional[Sequence[int]] = None) -> Optional[list[MixSlot]]:
+        """Balanced mixed-resolution slots for the `n` rows of a split (None unless mixed + balanced);
+        `indices`: the source row indices of the rows the run keeps, when bad rows were dropped."""
         if self.mode != 'mixed' or self.balance == 'none':
             return None
         group_key = modality if self.balance == 'modality' else dataset
-        ids = [sample_id(dataset, split, i) for i in range(n)]
+        ids = [sample_id(dataset, split, i) for i in (range(n) if indices is None else indices)]
         return mix_slots(ids, seed=self.seed, p=self.mix_ratio,
                          group=(self.balance, group_key, split, self.seed, self.mix_ratio),
                          member=f'{dataset}/{split}', book=book)
@@ -172,15 +173,22 @@ class ResolutionPolicy:
         return self.low_pixels
 
     def plan(self, w: int, h: int, decision: str, family: Family) -> Plan:
+        """The size the processor gets; a `PolicyError` when the family would refuse that size."""
         native = family.fit(w, h, self.native_max_pixels)
         if decision == 'native':
-            return Plan('native', (w, h), native, family.tokens(native))
-        if self.upsample_from_low:
+            plan = Plan('native', (w, h), native, family.tokens(native))
+        elif self.upsample_from_low:
             lw, lh = scale_to_budget(w, h, self.low_budget(w, h))
             via = (max(1, round(lw)), max(1, round(lh)))
-            return Plan('low', (w, h), native, family.tokens(native), via=via)
-        low = family.fit(w, h, self.low_budget(w, h))
-        return Plan('low', (w, h), low, family.tokens(low))
+            plan = Plan('low', (w, h), native, family.tokens(native), via=via)
+        else:
+            low = family.fit(w, h, self.low_budget(w, h))
+            plan = Plan('low', (w, h), low, family.tokens(low))
+        reason = family.check(plan.size)
+        if reason:
+            raise PolicyError(f'{self.mode} resolution plans {plan.size[0]}x{plan.size[1]} ({decision}) for this '
+                              f'{w}x{h} image: {reason}')
+        return plan
 
     def apply(self, image: Image.Image, decision: str, family: Family) -> tuple[Image.Image, Plan]:
         """Resize once with the policy's filter (twice for upsample_from_low, by design)."""

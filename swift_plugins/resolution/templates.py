@@ -12,6 +12,7 @@ predicted and actual tokens).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from copy import copy
@@ -24,7 +25,7 @@ from ..errors import PolicyError, TokenMismatchError
 from ..settings import Settings
 from ..vocabulary import EPOCH_CALLBACK, Env
 from .epoch import callback_active, callback_requested, current_epoch
-from .families import TEMPLATE_FAMILY, Family
+from .families import TEMPLATE_FAMILY, Family, set_run_template
 from .mixing import MixSlot
 from .policy import ResolutionPolicy
 
@@ -40,6 +41,7 @@ class ResolutionTemplateMixin:
         # The ms-swift boundary: ms-swift builds templates itself, so the policy comes from the
         # environment here (as its own knobs do, e.g. MAX_NUM), read once per template.
         super().init_env_args()
+        set_run_template(self)
         self.medres_policy = ResolutionPolicy.from_env()
         log = Settings.from_env().token_log
         self.medres_token_log = str(log) if log else None
@@ -64,6 +66,8 @@ class ResolutionTemplateMixin:
         return current_epoch()
 
     def _preprocess_inputs(self, inputs) -> None:
+        # Before ms-swift loads the images: a row without a medres id is known by its content.
+        content = content_id(inputs.messages, inputs.images) if self.medres_policy is not None else None
         super()._preprocess_inputs(inputs)
         inputs.medres_plans = None
         policy = self.medres_policy
@@ -79,12 +83,16 @@ class ResolutionTemplateMixin:
             logger.warning('medres: rows without a balanced mix slot (not from a medres registry dataset, or '
                            'streamed) are drawn independently at the mix ratio, without balance')
         epoch = self._medres_epoch(policy)
-        decision = policy.decide(meta.get('id'), slot, epoch)
+        sid = meta.get('id') or content
+        decision = policy.decide(sid, slot, epoch)
         plans = []
         for i, image in enumerate(inputs.images):
             if not isinstance(image, Image.Image):
                 image = self._load_image(image, True)
-            inputs.images[i], plan = policy.apply(image, decision, self.medres_family)
+            try:
+                inputs.images[i], plan = policy.apply(image, decision, self.medres_family)
+            except PolicyError as e:
+                raise PolicyError(f'sample {sid} image {i}: {e}') from None
             plans.append(plan)
         inputs.medres_plans = plans
         inputs.medres_meta = meta
@@ -121,6 +129,24 @@ class ResolutionTemplateMixin:
                 f'{meta.get("id", "sample")}: {family.name} template produced {actual} visual tokens, the '
                 f'resolution policy planned {predicted} for sizes {[p.size for p in plans]}: the image was '
                 f'resized again after the policy, so the run would not be at the resolution it claims')
+
+
+def content_id(messages, images) -> str:
+    """A stable id for a row that is not from the registry (a plain ms-swift jsonl): a hash of its
+    prompt turns (a trailing answer left out, which `swift infer` removes) and its image references
+    (paths as given, or a hash of the bytes), so training and inference draw the same decision."""
+    turns = list(messages or [])
+    if turns and turns[-1].get('role') == 'assistant':
+        turns = turns[:-1]
+    refs = []
+    for image in images or []:
+        if isinstance(image, dict):
+            image = image.get('path') or image.get('bytes')
+        if isinstance(image, Image.Image):
+            image = image.tobytes()
+        refs.append(hashlib.sha256(image).hexdigest() if isinstance(image, (bytes, bytearray)) else str(image))
+    blob = json.dumps([[t.get('role'), t.get('content')] for t in turns] + refs, ensure_ascii=False, default=str)
+    return 'content/' + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _subclass(base: type) -> type:
