@@ -75,3 +75,14 @@ def test_cli_json():
     native, low, mixed = rows
     assert native['cost_vs_native'] == 1.0 and low['cost_vs_native'] < mixed['cost_vs_native'] < 1.0
     assert mixed['low_images'] == 6 and native['images'] == 12
+
+
+def test_shell_policy_settings_count_without_a_mode():
+    """MEDRES_LOW_SCALE in the shell shapes `medres tokens`' low column even with MEDRES_RESOLUTION unset."""
+    from types import SimpleNamespace
+
+    from swift_plugins.cli.tokens import policies
+    args = SimpleNamespace(env={'MEDRES_LOW_SCALE': '0.5'}, low_pixels=None, low_scale=None, native_max_pixels=None,
+                           mix_ratio=None, mix_seed=None, balance=None, upsample_from_low=False, resolution=None,
+                           native_align=None)
+    assert [(p.mode, p.low_scale) for p in policies(args)] == [('native', 0.5), ('low', 0.5), ('mixed', 0.5)]

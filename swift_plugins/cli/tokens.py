@@ -43,7 +43,8 @@ def policies(args):
     from dataclasses import replace
 
     from ..resolution.policy import ResolutionPolicy
-    base = ResolutionPolicy.from_env(args.env) or ResolutionPolicy(mode='native')
+    # The shell's MEDRES_* settings count even without MEDRES_RESOLUTION (the mode is chosen here).
+    base = ResolutionPolicy.from_env({**args.env, Env.RESOLUTION: args.env.get(Env.RESOLUTION) or 'native'})
     overrides = {k: v for k, v in {
         'low_pixels': args.low_pixels, 'low_scale': args.low_scale, 'native_max_pixels': args.native_max_pixels,
         'mix_ratio': args.mix_ratio, 'seed': args.mix_seed, 'balance': args.balance,

@@ -357,18 +357,19 @@ def _loads(ck, datasets_: Sequence[str], policy: ResolutionPolicy, settings, max
 
     from ..data.registry import get_entry
     from ..data.sizes import registry_sizes
+    from ..data.sources import resolve_source
     from ..data.spec import DatasetSpec
     from ..fixtures.qwen_tokenizer import build_qwen2_tokenizer
-    from ..resolution.tokens import SplitSizes
 
     tokenizer = build_qwen2_tokenizer()
     splits, texts, names = [], [], []
     for text in datasets_:
         spec = DatasetSpec.parse(text)
         entry = get_entry(spec.name, settings.registry_dirs)
+        source = resolve_source(entry, None, settings)
         for split in spec.resolve(entry):            # the run's split: the entry's default unless named
-            sizes = registry_sizes(entry, split, settings)
-            splits.append(SplitSizes(entry.name, entry.modality, split, sizes))
+            # Headers only: a plan reads sizes, not pixels (the run itself refuses undecodable rows).
+            splits.append(registry_sizes(entry, split, settings, source, headers_only=True))
             texts += text_tokens(entry, split, settings, tokenizer)
             names.append(f'{entry.registered_name}:{split}')
     loads = {m: dataset_load(ck, splits, texts, replace(policy, mode=m), max_length) for m in RESOLUTION_MODES}
