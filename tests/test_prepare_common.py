@@ -130,3 +130,25 @@ def test_a_rebuilt_folder_never_loads_cached_rows(raw, data_home, tmp_path):
     prepare('cervical', raw, test_size=7, seed=3, force=True)
     second = load('medres/cervical:test')
     assert len(second) == 7 and [r['messages'][2]['content'] for r in second] == [r['answer'] for r in rows(out, 'test')]
+
+
+@pytest.mark.parametrize('name, build, options', [
+    ('cervical', 'build_cervical', {'test_size': 5}),
+    ('compound', 'build_bbbc021', {'split_by': 'plate', 'test_fraction': 0.25}),
+    ('subcellular', 'build_hpa_captions', {'test_size': 4}),
+    ('wsi', 'build_wsi_vqa', {'downsample': 0.25, 'max_pixels': 12_000_000}),
+])
+def test_workers_give_the_same_output_in_the_same_order(name, build, options, tmp_path):
+    """`--workers N` parallelises decoding and writing; files, rows and their order do not change."""
+    from swift_plugins.fixtures import raw_sources
+    from swift_plugins.prepare import prepare
+
+    root = tmp_path / 'raw'
+    getattr(raw_sources, build)(root)
+    one = prepare(name, root, tmp_path / 'one', workers=1, **options)
+    three = prepare(name, root, tmp_path / 'three', workers=3, **options)
+    assert one['files'] == three['files']            # every image and row file, byte for byte
+    assert one['fingerprint'] == three['fingerprint']  # the worker count is not an input
+    for split in one['counts']:
+        assert (tmp_path / 'one' / 'data' / f'{split}.jsonl').read_bytes() == \
+            (tmp_path / 'three' / 'data' / f'{split}.jsonl').read_bytes()

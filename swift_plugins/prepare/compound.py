@@ -19,6 +19,7 @@ import argparse
 import random
 import re
 from collections import Counter, defaultdict
+from functools import partial
 from pathlib import PurePosixPath
 
 from tqdm import tqdm
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from ..data.channels import WindowAccumulator, composite, stain_plane, to_uint8
 from ..data.images import WINDOW_PERCENTILES
 from ..errors import ImageDecodeError, PrepareError
-from .common import Context, Converter, DatasetWriter, Plan, file_index, find_one, safe_name
+from .common import Context, Converter, DatasetWriter, Plan, file_index, find_one, parallel_map, safe_name
 
 IMAGE_CSV, MOA_CSV, COMPOUND_CSV = 'BBBC021_v1_image.csv', 'BBBC021_v1_moa.csv', 'BBBC021_v1_compound.csv'
 CONTROL = 'DMSO'
@@ -185,16 +186,16 @@ class CompoundConverter(Converter):
     def _plate_windows(self, ctx: Context, fields: list[dict], bar) -> dict:
         """Per-channel windows over every pixel of the plate's fields (drops unreadable fields)."""
         acc = {c.name: WindowAccumulator() for c in ctx.entry.channels}
-        for f in list(fields):
-            try:
-                planes = {c.name: stain_plane(f['paths'][c.name], f'{f["where"]} {c.source}', ctx.max_pixels)[0]
-                          for c in ctx.entry.channels}
-                for name, plane in planes.items():   # only whole fields count towards the window
-                    acc[name].add(plane)
-            except ImageDecodeError as e:
-                ctx.report.bad(f['where'], str(e).removeprefix(f['where']).lstrip(': '))
-                fields.remove(f)
-                bar.update(1)
+        with parallel_map(partial(_field_histograms, ctx), list(fields), ctx.workers) as done:
+            for f, (parts, error) in zip(list(fields), done):
+                if error is not None:
+                    ctx.report.bad(f['where'], error.removeprefix(f['where']).lstrip(': '))
+                    fields.remove(f)
+                    bar.update(1)
+                    continue
+                for name, part in parts.items():   # only whole fields count towards the window
+                    acc[name].counts += part.counts
+                    acc[name].deep |= part.deep
         return {name: a.window(WINDOW_PERCENTILES) for name, a in acc.items()}
 
     def build(self, ctx: Context, plan: Plan, writer: DatasetWriter) -> dict:
@@ -206,20 +207,37 @@ class CompoundConverter(Converter):
             for plate, fields in sorted(by_plate.items()):
                 win = self._plate_windows(ctx, fields, bar)
                 windows[plate] = {name: list(w) if w else None for name, w in win.items()}
-                for f in fields:
-                    planes = {}
-                    for c in ctx.entry.channels:
-                        # Read again rather than hold a plate's raw 16-bit planes in memory.
-                        plane, _ = stain_plane(f['paths'][c.name], f['where'], ctx.max_pixels)
-                        planes[c.name], _ = to_uint8(plane, win[c.name])
-                    image = writer.save_png(f'images/{f["split"]}/{safe_name(f["id"])}.png',
-                                            composite(planes, ctx.entry.channels))
-                    writer.add_row(f['split'], {
-                        'id': f['id'], 'image': image, 'answer': f['label'], 'compound': f['compound'],
-                        'concentration': f['concentration'], 'plate': f['plate'], 'well': f['well'],
-                        'replicate': f['replicate'], 'smiles': f['smiles']})
-                    bar.update(1)
+                with parallel_map(partial(_write_field, ctx, writer.files(), win), fields, ctx.workers) as done:
+                    for f, image in zip(fields, done):
+                        writer.add_row(f['split'], {
+                            'id': f['id'], 'image': image, 'answer': f['label'], 'compound': f['compound'],
+                            'concentration': f['concentration'], 'plate': f['plate'], 'well': f['well'],
+                            'replicate': f['replicate'], 'smiles': f['smiles']})
+                        bar.update(1)
         lo, hi = WINDOW_PERCENTILES
         return {'windows': {'scope': f'per plate and channel: raw values at the {lo}/{hi} percentiles of all '
                                      f'pixels of the plate\'s prepared fields',
                             'plates': windows}}
+
+
+def _field_histograms(ctx: Context, f: dict) -> tuple:
+    """One field's value histogram per channel (a worker's job): (accumulators, error)."""
+    try:
+        parts = {}
+        for c in ctx.entry.channels:
+            plane, _ = stain_plane(f['paths'][c.name], f'{f["where"]} {c.source}', ctx.max_pixels)
+            parts[c.name] = WindowAccumulator()
+            parts[c.name].add(plane)
+        return parts, None
+    except ImageDecodeError as e:
+        return None, str(e)
+
+
+def _write_field(ctx: Context, files: DatasetWriter, win: dict, f: dict) -> str:
+    """One field composed with its plate's windows and written (a worker's job)."""
+    planes = {}
+    for c in ctx.entry.channels:
+        # Read again rather than hold a plate's raw 16-bit planes in memory.
+        plane, _ = stain_plane(f['paths'][c.name], f['where'], ctx.max_pixels)
+        planes[c.name], _ = to_uint8(plane, win[c.name])
+    return files.save_png(f'images/{f["split"]}/{safe_name(f["id"])}.png', composite(planes, ctx.entry.channels))
