@@ -1,9 +1,10 @@
-"""`medres prepare --workers N` speedup: the Cervical converter on full-size images, 1 vs N workers.
+"""`medres prepare --workers N` speedup: the Compound converter on full-size fields, 1 vs N workers.
 
     python benchmarks/prepare_workers.py --out benchmarks/prepare_workers.json
 
-Builds a raw folder in the Mendeley layout (four class folders of 2048x1536 JPEGs, as published);
-every converter runs its images through the same `prepare.common.parallel_map`. Each worker count
+Builds the BBBC021 fixture (plate folders of 16-bit DAPI/Tubulin/Actin TIFFs, as published) at the
+real field size, 1280x1024; every converter runs its images through the same
+`prepare.common.parallel_map`. Each worker count
 is timed once per round, in turn (best of `--repeats`, forced rebuilds); the outputs are checked
 to be identical.
 """
@@ -17,31 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from swift_plugins.fixtures.raw_sources import CERVICAL_FOLDERS
+from swift_plugins.fixtures import raw_sources
 from swift_plugins.prepare import prepare
 from swift_plugins.settings import Settings
 
 
-def build(root: Path, per_class: int) -> int:
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    n = 0
-    for folder in CERVICAL_FOLDERS.values():
-        (root / folder).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = Image.fromarray(np.roll(base, i, axis=1)).resize((2048, 1536), Image.Resampling.BICUBIC)
-            arr = np.asarray(img, np.int16) + rng.integers(-8, 8, (1536, 2048, 3))
-            Image.fromarray(arr.clip(0, 255).astype(np.uint8)).save(root / folder / f'{i + 1}.jpg', quality=90)
-            n += 1
-    return n
+def build(root: Path) -> int:
+    raw_sources.BBBC_SIZE = (1024, 1280)   # the fixture's layout at the real field size
+    facts = raw_sources.build_bbbc021(root)
+    return facts['fields']
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('--per-class', type=int, default=12)
     ap.add_argument('--workers', type=int, nargs='*', default=[1, 2])
     ap.add_argument('--repeats', type=int, default=3)
     ap.add_argument('--conditions', default='')
@@ -49,15 +38,15 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix='medres-prep-') as tmp:
         raw = Path(tmp) / 'raw'
-        n = build(raw, args.per_class)
+        n = build(raw)
         settings = Settings(data_home=Path(tmp) / 'home')
         best = {w: float('inf') for w in args.workers}
         files = {}
         for _ in range(args.repeats):
             for w in args.workers:
                 t0 = time.perf_counter()
-                m = prepare('cervical', raw, Path(tmp) / f'out{w}', force=True, settings=settings, workers=w,
-                            test_size=8)
+                m = prepare('compound', raw, Path(tmp) / f'out{w}', force=True, settings=settings, workers=w,
+                            split_by='plate', test_fraction=0.25)
                 best[w] = min(best[w], time.perf_counter() - t0)
                 files[w] = m['files']
         assert all(f == files[args.workers[0]] for f in files.values()), 'outputs differ between worker counts'
@@ -70,7 +59,7 @@ def main():
         print(json.dumps(r))
     if args.out:
         args.out.write_text(json.dumps({'machine': f'{cpu}, {os.cpu_count()} cores', 'python': platform.python_version(),
-                                        'dataset': f'cervical, {n} JPEGs of 2048x1536 in the Mendeley layout',
+                                        'dataset': f'compound, {n} fields of 3 x 1280x1024 16-bit TIFFs (BBBC021 layout)',
                                         'repeats': f'best of {args.repeats} interleaved rounds',
                                         'conditions': args.conditions, 'rows': rows}, indent=1) + '\n')
 
