@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..vocabulary import MIX_BALANCES, RESOLUTION_MODES, Env
+from ..vocabulary import MIX_BALANCES, NATIVE_ALIGNS, RESOLUTION_MODES, Env
 
 NAME = 'tokens'
 
@@ -26,6 +26,8 @@ def register(sub) -> None:
     tk.add_argument('--mix-seed', type=int, help='mixed: seed of the draw (default 42, as the run)')
     tk.add_argument('--balance', choices=MIX_BALANCES, help='mixed: balance the low share per modality, dataset, or not')
     tk.add_argument('--upsample-from-low', action='store_true', help='low images brought back up to native size')
+    tk.add_argument('--native-align', choices=NATIVE_ALIGNS,
+                    help='near-grid images resized (default), cropped or padded onto the grid (pad costs tokens)')
     tk.add_argument('--json', action='store_true', help='print the rows as JSON')
     tk.set_defaults(run=run)
 
@@ -40,7 +42,8 @@ def policies(args):
     overrides = {k: v for k, v in {
         'low_pixels': args.low_pixels, 'low_scale': args.low_scale, 'native_max_pixels': args.native_max_pixels,
         'mix_ratio': args.mix_ratio, 'seed': args.mix_seed, 'balance': args.balance,
-        'upsample_from_low': args.upsample_from_low or None}.items() if v is not None}
+        'upsample_from_low': args.upsample_from_low or None, 'native_align': args.native_align}.items()
+        if v is not None}
     base = replace(base, **overrides)
     modes = [args.resolution] if args.resolution else list(RESOLUTION_MODES)
     return [replace(base, mode=m) for m in modes]
