@@ -57,7 +57,7 @@ class ImageCache:
     def key(digest: str, plan: Plan, policy: ResolutionPolicy) -> str:
         """The entry of `digest` (the source bytes' hash) under `plan`: what decides the pixels."""
         shape = {'source': plan.source, 'size': plan.size, 'via': plan.via, 'align': plan.align,
-                 'filter': policy.filter, 'draft': policy.jpeg_draft}
+                 'filter': policy.filter, 'draft': policy.jpeg_draft, 'pillow': Image.__version__}
         return hashlib.blake2b(f'{digest}:{json.dumps(shape, sort_keys=True)}'.encode(), digest_size=20).hexdigest()
 
     def _path(self, key: str) -> Path:

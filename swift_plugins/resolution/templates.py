@@ -6,7 +6,10 @@
 family's processor keeps, sets the family's knob so the processor does not resize again, and
 after encoding compares the visual tokens actually produced with the policy's prediction: a
 mismatch (an image resized twice, a knob ignored) raises instead of training on something else.
-With `MEDRES_RESOLUTION` unset the subclass behaves exactly like the stock template.
+The subclass decodes each image itself, straight to its plan (`image_cache.load_policy_image`:
+EXIF orientation, reduced-size JPEG decoding, `MEDRES_IMAGE_CACHE`), before ms-swift's own load
+would decode it at full size. With `MEDRES_RESOLUTION` unset the subclass behaves exactly like
+the stock template.
 `MEDRES_TOKEN_LOG=<file>` appends one JSON line per encoded sample (id, decision, sizes,
 predicted and actual tokens).
 """
