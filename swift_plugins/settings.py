@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from .errors import UsageError
-from .vocabulary import BAD_ROW_MODES, DEFAULT_MAX_IMAGE_PIXELS, TRUE_STRINGS, Env, misspelling_warnings
+from .vocabulary import (
+    BAD_ROW_MODES,
+    DEFAULT_IMAGE_CACHE_GB,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    TRUE_STRINGS,
+    Env,
+    misspelling_warnings,
+)
 
 
 def default_data_home() -> Path:
@@ -41,12 +48,17 @@ class Settings:
     # Append one JSON line per encoded sample here (the template's token check).
     token_log: Optional[Path] = None
     debug: bool = False
+    # On-disk cache of policy-resized images (off when None) and its size bound in GB.
+    image_cache: Optional[Path] = None
+    image_cache_gb: float = DEFAULT_IMAGE_CACHE_GB
 
     def __post_init__(self):
         if self.bad_rows is not None and self.bad_rows not in BAD_ROW_MODES:
             raise UsageError(f'{Env.BAD_ROWS} must be one of {BAD_ROW_MODES}, got {self.bad_rows!r}')
         if self.max_image_pixels <= 0:
             raise UsageError(f'{Env.MAX_IMAGE_PIXELS} must be positive, got {self.max_image_pixels}')
+        if not self.image_cache_gb > 0:
+            raise UsageError(f'{Env.IMAGE_CACHE_GB} must be positive, got {self.image_cache_gb}')
 
     @classmethod
     def from_env(cls, env: Optional[Mapping[str, str]] = None) -> 'Settings':
@@ -56,6 +68,11 @@ class Settings:
             pixels = int(raw_pixels) if raw_pixels else DEFAULT_MAX_IMAGE_PIXELS
         except ValueError:
             raise UsageError(f'{Env.MAX_IMAGE_PIXELS}={raw_pixels!r} is not an integer') from None
+        raw_gb = env.get(Env.IMAGE_CACHE_GB, '').strip()
+        try:
+            cache_gb = float(raw_gb) if raw_gb else DEFAULT_IMAGE_CACHE_GB
+        except ValueError:
+            raise UsageError(f'{Env.IMAGE_CACHE_GB}={raw_gb!r} is not a number') from None
         return cls(
             registry_dirs=tuple(Path(p) for p in env.get(Env.REGISTRY, '').split(os.pathsep) if p),
             local_sources=Path(env[Env.LOCAL_SOURCES]) if env.get(Env.LOCAL_SOURCES) else None,
@@ -65,6 +82,8 @@ class Settings:
             pad_aspect=env.get(Env.PAD_ASPECT, '').strip().lower() in TRUE_STRINGS,
             token_log=Path(env[Env.TOKEN_LOG]) if env.get(Env.TOKEN_LOG) else None,
             debug=env.get(Env.DEBUG, '').strip().lower() in TRUE_STRINGS,
+            image_cache=Path(env[Env.IMAGE_CACHE]) if env.get(Env.IMAGE_CACHE, '').strip() else None,
+            image_cache_gb=cache_gb,
         )
 
     def with_registry(self, dirs: Sequence[str | Path]) -> 'Settings':
@@ -84,6 +103,9 @@ class Settings:
             env[Env.LOCAL_SOURCES] = str(self.local_sources)
         if self.debug:
             env[Env.DEBUG] = '1'
+        if self.image_cache:
+            env[Env.IMAGE_CACHE] = str(self.image_cache)
+            env[Env.IMAGE_CACHE_GB] = str(self.image_cache_gb)
         return env
 
 

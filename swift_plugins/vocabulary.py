@@ -17,6 +17,7 @@ TRAINING_ARMS = ('none', 'low', 'native', 'mixed')   # 'none': the base model, n
 INFERENCE_MODES = ('low', 'native', 'mixed')      # the paper's table order
 MIX_BALANCES = ('none', 'dataset', 'modality')
 FILTERS = ('lanczos', 'bicubic', 'bilinear', 'box', 'nearest')
+NATIVE_ALIGNS = ('resize', 'crop', 'pad')   # how an image already near the model's grid lands on it
 BAD_ROW_MODES = ('error', 'skip')
 SCORING_MODES = ('strict', 'compat')
 EPOCH_CALLBACK = 'medres_epoch'            # `swift sft --callbacks medres_epoch`
@@ -47,6 +48,10 @@ class Env:
     MIX_REDRAW = 'MEDRES_MIX_REDRAW'
     FILTER = 'MEDRES_FILTER'
     UPSAMPLE_FROM_LOW = 'MEDRES_UPSAMPLE_FROM_LOW'
+    NATIVE_ALIGN = 'MEDRES_NATIVE_ALIGN'
+    JPEG_DRAFT = 'MEDRES_JPEG_DRAFT'
+    IMAGE_CACHE = 'MEDRES_IMAGE_CACHE'
+    IMAGE_CACHE_GB = 'MEDRES_IMAGE_CACHE_GB'
     TOKEN_LOG = 'MEDRES_TOKEN_LOG'
     REGISTRY = 'MEDRES_REGISTRY'
     LOCAL_SOURCES = 'MEDRES_LOCAL_SOURCES'
@@ -64,7 +69,7 @@ class Env:
 ENV_PREFIX = 'MEDRES_'
 # The variables that make up the resolution policy (the rest configure data and logging).
 POLICY_ENV = (Env.RESOLUTION, Env.LOW_PIXELS, Env.LOW_SCALE, Env.NATIVE_MAX_PIXELS, Env.MIX_RATIO, Env.MIX_SEED,
-              Env.MIX_BALANCE, Env.MIX_REDRAW, Env.FILTER, Env.UPSAMPLE_FROM_LOW)
+              Env.MIX_BALANCE, Env.MIX_REDRAW, Env.FILTER, Env.UPSAMPLE_FROM_LOW, Env.NATIVE_ALIGN, Env.JPEG_DRAFT)
 TRUE_STRINGS = frozenset({'1', 'true', 'yes', 'on'})
 
 # The datasets `medres prepare <name>` builds from public raw downloads (its converters; a test keeps
@@ -75,6 +80,8 @@ BAD_ROWS_SHOWN = 10
 
 # PIL's own decompression-bomb limit; raise MEDRES_MAX_IMAGE_PIXELS for slides and big microscopy.
 DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+# Size bound of the on-disk cache of policy-resized images (MEDRES_IMAGE_CACHE), in GB.
+DEFAULT_IMAGE_CACHE_GB = 20.0
 
 # Keeps a run off every hub: tests, the demo, air-gapped clusters.
 OFFLINE_ENV = {'HF_HUB_OFFLINE': '1', 'MODELSCOPE_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1'}

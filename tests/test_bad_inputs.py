@@ -800,7 +800,7 @@ def test_a_killed_runs_partial_folder_goes_with_the_next_run(tmp_path):
     code = ('import time\nfrom swift_plugins.prepare.common import DatasetWriter\nreal = DatasetWriter.copy\n'
             'def slow(self, *a):\n    r = real(self, *a)\n    print("copied", flush=True)\n    time.sleep(120)\n'
             '    return r\nDatasetWriter.copy = slow\nfrom swift_plugins.prepare import prepare\n'
-            f'prepare("cervical", {str(tmp_path / "lbc")!r}, {str(out)!r}, test_size=5, force=True)\n')
+            f'prepare("cervical", {str(tmp_path / "lbc")!r}, {str(out)!r}, test_size=5, force=True, workers=1)\n')
     proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == 'copied'

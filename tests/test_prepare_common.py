@@ -38,9 +38,10 @@ def interrupt_after(monkeypatch, n):
 
 
 def test_interrupted_run_leaves_nothing_the_registry_would_load(raw, data_home, monkeypatch):
+    # workers=1: the interruption is patched into this process (spawned workers would not see it).
     real = interrupt_after(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
-        prepare('cervical', raw, test_size=5)
+        prepare('cervical', raw, test_size=5, workers=1)
     prepared = data_home / 'prepared'
     assert list(prepared.iterdir()) == []      # no output folder, no partial folder left behind
     with pytest.raises(RegistryError, match=r"cervical\.yaml: field 'sources\.local': folder .* does not exist"):
@@ -48,12 +49,12 @@ def test_interrupted_run_leaves_nothing_the_registry_would_load(raw, data_home, 
 
     # A complete dataset survives an interrupted rebuild untouched.
     monkeypatch.setattr(DatasetWriter, 'copy', real)
-    prepare('cervical', raw, test_size=5)
+    prepare('cervical', raw, test_size=5, workers=1)
     out = prepared / 'cervical'
     before, manifest = snapshot(out), (out / 'manifest.json').read_text()
     interrupt_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        prepare('cervical', raw, test_size=5, force=True)
+        prepare('cervical', raw, test_size=5, workers=1, force=True)
     assert snapshot(out) == before and (out / 'manifest.json').read_text() == manifest
     assert [p.name for p in prepared.iterdir()] == ['cervical']
 
@@ -61,7 +62,7 @@ def test_interrupted_run_leaves_nothing_the_registry_would_load(raw, data_home, 
     monkeypatch.setattr(DatasetWriter, 'copy', real)
     dead = prepared / '.cervical.partial-999999999-0badc0de'
     (dead / 'data').mkdir(parents=True)
-    prepare('cervical', raw, test_size=5, force=True)
+    prepare('cervical', raw, test_size=5, workers=1, force=True)
     assert [p.name for p in prepared.iterdir()] == ['cervical']
 
 
@@ -130,3 +131,25 @@ def test_a_rebuilt_folder_never_loads_cached_rows(raw, data_home, tmp_path):
     prepare('cervical', raw, test_size=7, seed=3, force=True)
     second = load('medres/cervical:test')
     assert len(second) == 7 and [r['messages'][2]['content'] for r in second] == [r['answer'] for r in rows(out, 'test')]
+
+
+@pytest.mark.parametrize('name, build, options', [
+    ('cervical', 'build_cervical', {'test_size': 5}),
+    ('compound', 'build_bbbc021', {'split_by': 'plate', 'test_fraction': 0.25}),
+    ('subcellular', 'build_hpa_captions', {'test_size': 4}),
+    ('wsi', 'build_wsi_vqa', {'downsample': 0.25, 'max_pixels': 12_000_000}),
+])
+def test_workers_give_the_same_output_in_the_same_order(name, build, options, tmp_path):
+    """`--workers N` parallelises decoding and writing; files, rows and their order do not change."""
+    from swift_plugins.fixtures import raw_sources
+    from swift_plugins.prepare import prepare
+
+    root = tmp_path / 'raw'
+    getattr(raw_sources, build)(root)
+    one = prepare(name, root, tmp_path / 'one', workers=1, **options)
+    three = prepare(name, root, tmp_path / 'three', workers=3, **options)
+    assert one['files'] == three['files']            # every image and row file, byte for byte
+    assert one['fingerprint'] == three['fingerprint']  # the worker count is not an input
+    for split in one['counts']:
+        assert (tmp_path / 'one' / 'data' / f'{split}.jsonl').read_bytes() == \
+            (tmp_path / 'three' / 'data' / f'{split}.jsonl').read_bytes()

@@ -28,7 +28,8 @@ def test_prepare_wsi_renders_each_slide_once_and_loads(raw, data_home, monkeypat
     calls = []
     real = wsi_vqa.render_slide
     monkeypatch.setattr(wsi_vqa, 'render_slide', lambda path, *a, **k: calls.append(path.name) or real(path, *a, **k))
-    m = prepare('wsi', root, downsample=0.25, max_pixels=12_000_000)
+    # One worker: the render calls are counted in this process (worker processes count their own).
+    m = prepare('wsi', root, downsample=0.25, max_pixels=12_000_000, workers=1)
     out = data_home / 'prepared' / 'wsi'
     split_rows = {s: rows(out, s) for s in ('train', 'validation', 'test')}
     # Closed items only: 2 cases x 4 per split (the open ones, the off-choice one and the repeat excluded).

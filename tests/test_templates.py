@@ -162,3 +162,42 @@ def test_redraw_rotates_the_low_half_each_epoch_with_the_callback(tiny_qwen2_vl,
     persistent = SimpleNamespace(dataloader_persistent_workers=True, dataloader_num_workers=2)
     with pytest.raises(ValueError, match='--dataloader_persistent_workers false'):
         cb.on_train_begin(persistent, SimpleNamespace(epoch=0), None)
+
+
+def jpeg_row(w, h, i=0):
+    buf = io.BytesIO()
+    Image.effect_noise((w, h), 60).convert('RGB').save(buf, 'JPEG', quality=90)
+    r = row(w, h, i)
+    r['images'] = [{'bytes': buf.getvalue(), 'path': None}]
+    return r
+
+
+@pytest.mark.usefixtures('swift_registered')
+@pytest.mark.parametrize('template_type', sorted(FAMILIES))
+def test_tokens_hold_with_crop_pad_draft_and_the_cache(template_type, request, tmp_path, monkeypatch):
+    """Every image-path option keeps predicted == actual: crop/pad alignment (near-grid sizes, at
+    native and at low under the budget), reduced-size JPEG decoding (a >= 2x shrink), and cached
+    images (each row encoded twice: the second from the cache)."""
+    fixture, model_type, token = FAMILIES[template_type]
+    model_dir = request.getfixturevalue(fixture)
+    log = tmp_path / 'tokens.jsonl'
+    monkeypatch.setenv('MEDRES_TOKEN_LOG', str(log))
+    monkeypatch.setenv('MEDRES_IMAGE_CACHE', str(tmp_path / 'cache'))
+    cases = [('native', 'crop', (900, 460)), ('native', 'pad', (1000, 700)), ('low', 'crop', (300, 200)),
+             ('low', 'resize', (1200, 900))]   # the last: low 250,000 px from a 1200x900 JPEG is a draft
+    monkeypatch.setenv('MEDRES_LOW_PIXELS', '250000')
+    for i, (mode, align, (w, h)) in enumerate(cases):
+        monkeypatch.setenv('MEDRES_RESOLUTION', mode)
+        monkeypatch.setenv('MEDRES_NATIVE_ALIGN', align)
+        t = template(model_dir, model_type, template_type)
+        token_id = t.tokenizer.convert_tokens_to_ids(token)
+        policy = ResolutionPolicy.from_env()
+        r = jpeg_row(w, h, i)
+        for _ in range(2):
+            encoded = t.encode(r)
+            assert sum(1 for x in encoded['input_ids'] if x == token_id) == policy.plan(w, h, mode, t.medres_family).tokens
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(r['predicted_tokens'] == r['actual_tokens'] for r in records)
+    assert [r['cache_hit'] for r in records] == [[False], [True]] * len(cases)
+    if template_type == 'qwen2_vl':   # the family with a 28 px grid aligns each near-grid case
+        assert [r['align'][0] for r in records[::2]] == ['crop', 'pad', 'crop', 'resize']

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UsageError
 from ..vocabulary import BAD_ROW_MODES, PAPER_SEED, Env
 
 NAME = 'prepare'
 # Flags every converter has; the rest of the namespace are the converter's own options.
 _COMMON = {'command', 'dataset', 'raw', 'out', 'on_error', 'split_seed', 'force', 'run', 'registry', 'settings',
-           'env'}
+           'env', 'workers'}
 
 
 def register(sub) -> None:
@@ -30,6 +31,9 @@ def register(sub) -> None:
         d.add_argument('--split-seed', type=int, default=PAPER_SEED,
                        help=f'seed of the train/test split (default: {PAPER_SEED}, as the paper)')
         d.add_argument('--force', action='store_true', help='rebuild even when the output is up to date')
+        d.add_argument('--workers', type=int, default=None, metavar='N',
+                       help='processes decoding and writing images (default: the cores); the output is '
+                            'identical for any N')
         converter.add_arguments(d)
         d.set_defaults(run=run)
 
@@ -37,6 +41,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..prepare import prepare
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in _COMMON}
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f'--workers must be at least 1, got {args.workers}')
     prepare(args.dataset, args.raw, args.out, seed=args.split_seed, on_error=args.on_error, force=args.force,
-            settings=args.settings, **options)
+            settings=args.settings, workers=args.workers, **options)
     return 0

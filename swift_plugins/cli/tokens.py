@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from ..vocabulary import MIX_BALANCES, RESOLUTION_MODES, Env
+from ..vocabulary import MIX_BALANCES, NATIVE_ALIGNS, RESOLUTION_MODES, Env
 
 NAME = 'tokens'
 
@@ -33,6 +33,8 @@ def register(sub) -> None:
                          'is then counted although the run would refuse it)')
     tk.add_argument('--workers', type=int, default=min(8, os.cpu_count() or 1),
                     help='processes decoding images (default: min(8, cores))')
+    tk.add_argument('--native-align', choices=NATIVE_ALIGNS,
+                    help='near-grid images resized (default), cropped or padded onto the grid (pad costs tokens)')
     tk.add_argument('--json', action='store_true', help='print the rows as JSON')
     tk.set_defaults(run=run)
 
@@ -48,7 +50,8 @@ def policies(args):
     overrides = {k: v for k, v in {
         'low_pixels': args.low_pixels, 'low_scale': args.low_scale, 'native_max_pixels': args.native_max_pixels,
         'mix_ratio': args.mix_ratio, 'seed': args.mix_seed, 'balance': args.balance,
-        'upsample_from_low': args.upsample_from_low or None}.items() if v is not None}
+        'upsample_from_low': args.upsample_from_low or None, 'native_align': args.native_align}.items()
+        if v is not None}
     base = replace(base, **overrides)
     modes = [args.resolution] if args.resolution else list(RESOLUTION_MODES)
     return [replace(base, mode=m) for m in modes]

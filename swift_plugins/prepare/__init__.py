@@ -13,7 +13,7 @@ from ..data.registry import get_entry
 from ..settings import Settings
 from ..vocabulary import PAPER_SEED
 from .cervical import CervicalConverter
-from .common import Converter, run
+from .common import Converter, default_workers, run
 from .compound import CompoundConverter
 from .subcellular import SubcellularConverter
 from .wsi import WsiVqaConverter
@@ -31,9 +31,11 @@ for _converter in (SubcellularConverter(), CompoundConverter(), CervicalConverte
 
 
 def prepare(name: str, raw, out=None, *, seed: int = PAPER_SEED, on_error: str = 'error', force: bool = False,
-            settings: Optional[Settings] = None, **options) -> dict:
-    """Python entry point of `medres prepare`; returns the manifest."""
+            settings: Optional[Settings] = None, workers: Optional[int] = None, **options) -> dict:
+    """Python entry point of `medres prepare`; returns the manifest. `workers`: processes decoding and
+    writing images (default: the cores); the output is the same for any number."""
     settings = settings or Settings.from_env()  # the Python API is a boundary, as the CLI
     converter = CONVERTERS[name]
     return run(converter, get_entry(name, settings.registry_dirs), Path(raw), Path(out) if out else None, seed=seed,
-               on_error=on_error, options=options, force=force, settings=settings)
+               on_error=on_error, options=options, force=force, settings=settings,
+               workers=default_workers() if workers is None else workers)

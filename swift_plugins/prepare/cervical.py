@@ -14,6 +14,7 @@ import argparse
 import os
 import random
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -21,7 +22,7 @@ from tqdm import tqdm
 from ..data.channels import decode_rgb, is_plain_rgb
 from ..errors import ImageDecodeError, PrepareError
 from ..vocabulary import PAPER_CERVICAL_TEST_IMAGES
-from .common import Context, Converter, DatasetWriter, Plan, safe_name
+from .common import Context, Converter, DatasetWriter, Plan, parallel_map, safe_name
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.tif', '.tiff', '.bmp'}
 # Folder-name spellings (lower case, letters and digits only) -> registry label.
@@ -128,20 +129,17 @@ class CervicalConverter(Converter):
 
     def build(self, ctx: Context, plan: Plan, writer: DatasetWriter) -> dict:
         copied, done = 0, []
-        for item in tqdm(plan.items, desc='cervical images', unit='img', disable=None):
-            rel_src = item['path'].relative_to(ctx.raw).as_posix()
-            try:
-                rgb, _ = decode_rgb(item['path'], f'cervical {rel_src}', max_pixels=ctx.max_pixels)
-                stem = writer.staged(f'{item["label"]}/{safe_name(item["path"].stem)}')
-                if is_plain_rgb(item['path']):  # copied as downloaded: re-encoding adds only bytes
-                    image = writer.copy(item['path'], stem + item['path'].suffix.lower())
-                    copied += 1
-                else:
-                    image = writer.save_png(stem + '.png', rgb)
-            except ImageDecodeError as e:
-                ctx.report.bad(rel_src, str(e))
-                continue
-            done.append((item, image, rel_src))
+        work = partial(_write_image, ctx.raw, writer.files(), ctx.max_pixels)
+        with parallel_map(work, plan.items, ctx.workers) as results:
+            for item, (image, was_copied, error) in zip(plan.items, tqdm(results, total=len(plan.items), unit='img',
+                                                                         desc='cervical images', disable=None)):
+                rel_src = item['path'].relative_to(ctx.raw).as_posix()
+                if error is not None:
+                    ctx.report.bad(rel_src, error)
+                    continue
+                copied += was_copied
+                done.append((item, image, rel_src))
+        # The split is drawn over the images that decode, so --test-size is met.
         test_size = ctx.options['test_size']
         if not 0 < test_size < len(done):
             raise PrepareError(f'--test-size {test_size}: only {len(done)} images decode; needs 0 < test size < {len(done)}')
@@ -156,3 +154,16 @@ class CervicalConverter(Converter):
         writer.clear_staging()
         return {'images': {'copied_as_downloaded': copied,
                            'converted_to_png': sum(len(r) for r in writer.rows.values()) - copied}}
+
+
+def _write_image(raw: Path, files: DatasetWriter, max_pixels: int, item: dict) -> tuple:
+    """One image checked and written (a worker's job): (image path, copied as downloaded, error)."""
+    rel_src = item['path'].relative_to(raw).as_posix()
+    try:
+        rgb, _ = decode_rgb(item['path'], f'cervical {rel_src}', max_pixels=max_pixels)
+        stem = files.staged(f'{item["label"]}/{safe_name(item["path"].stem)}')   # its split is drawn later
+        if is_plain_rgb(item['path']):  # copied as downloaded: re-encoding adds only bytes
+            return files.copy(item['path'], stem + item['path'].suffix.lower()), True, None
+        return files.save_png(stem + '.png', rgb), False, None
+    except ImageDecodeError as e:
+        return None, False, str(e)

@@ -1,6 +1,9 @@
 """What every `medres prepare` converter shares: the bad-input policy, the atomic writer, the
 manifest and the up-to-date check.
 
+Converters decode and write images on `--workers` processes (`parallel_map`: results come back in
+input order, so the output is the same for any number of workers).
+
 A prepared dataset is `<out>/data/<split>.jsonl` (image paths relative to `<out>`),
 `<out>/images/...`, `<out>/README.md` (a dataset card naming the split files) and
 `<out>/manifest.json`. It is built in a hidden sibling folder and renamed
@@ -15,15 +18,17 @@ import argparse
 import fcntl
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import uuid
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 import numpy as np
 import yaml
@@ -35,6 +40,8 @@ from ..errors import PrepareError
 from ..settings import Settings
 from ..vocabulary import BAD_ROW_MODES, Env
 
+T = TypeVar('T')
+R = TypeVar('R')
 ON_ERROR_CHOICES = BAD_ROW_MODES
 MANIFEST = 'manifest.json'
 CARD = 'README.md'
@@ -82,6 +89,7 @@ class Context:
     options: dict
     report: Report
     settings: Settings = field(default_factory=Settings)
+    workers: int = 1
 
     @property
     def max_pixels(self) -> int:
@@ -138,11 +146,13 @@ class DatasetWriter:
 
     def save_png(self, rel: str, rgb: np.ndarray | Image.Image) -> str:
         im = rgb if isinstance(rgb, Image.Image) else Image.fromarray(rgb, mode='RGB')
-        im.save(self._new_image(rel), format='PNG')
+        with self._open_new(rel) as f:
+            im.save(f, format='PNG')
         return rel
 
     def copy(self, src: Path, rel: str) -> str:
-        shutil.copyfile(src, self._new_image(rel))
+        with open(src, 'rb') as fsrc, self._open_new(rel) as fdst:
+            shutil.copyfileobj(fsrc, fdst)
         return rel
 
     def staged(self, name: str) -> str:
@@ -157,6 +167,20 @@ class DatasetWriter:
 
     def clear_staging(self) -> None:
         shutil.rmtree(self.root / STAGING, ignore_errors=True)
+
+    @contextmanager
+    def _open_new(self, rel: str):
+        # Exclusive creation: two items mapped to one file are caught even when two workers write them.
+        try:
+            f = open(self._new_image(rel), 'xb')
+        except FileExistsError:
+            raise PrepareError(f'two items map to the same image file {rel}') from None
+        with f:
+            yield f
+
+    def files(self) -> 'DatasetWriter':
+        """A writer of the same root without the rows: what a worker process needs to write images."""
+        return DatasetWriter(self.root)
 
     def add_row(self, split: str, row: dict) -> None:
         self.rows.setdefault(split, []).append(row)
@@ -179,6 +203,36 @@ class DatasetWriter:
                 f'Prepared by `medres prepare {entry.name}`, loaded as `{entry.registered_name}`. Provenance, '
                 f'split rule, label distribution, channel mapping, skipped items and checksums: {MANIFEST}.\n')
         self.path(CARD).write_text(card, encoding='utf-8')
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def parallel_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[Iterator[R]]:
+    """An iterator of `fn(item)` for every item, in the items' order, computed on up to `workers`
+    processes (1: in this process). `fn` must be picklable (a module-level function or a
+    `functools.partial` of one) and should return failures as values. Leaving the block (also by
+    an error) cancels what has not started and waits for what has, so no worker writes into a
+    folder that is being removed."""
+    items = list(items)
+    workers = max(1, min(workers, len(items)))
+    if workers == 1:
+        yield map(fn, items)
+        return
+    # Spawned, not forked: a forked worker would inherit the build folder's lock (see `atomic_folder`)
+    # and, orphaned by a killed run, keep that folder looking busy; a spawned one holds no such fd
+    # and exits when its parent's end of the queue closes.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context('spawn'))
+    try:
+        yield pool.map(fn, items, chunksize=max(1, min(16, len(items) // (workers * 4))))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def safe_name(text: str) -> str:
@@ -388,8 +442,9 @@ def default_out(name: str, settings: Settings) -> Path:
 
 def run(converter: Converter, entry: Entry, raw: Path, out: Optional[Path], *, seed: int = 42,
         on_error: str = 'error', options: Optional[dict] = None, force: bool = False,
-        settings: Settings = Settings()) -> dict:
-    """Plan, skip if up to date, else build atomically; returns the manifest."""
+        settings: Settings = Settings(), workers: int = 1) -> dict:
+    """Plan, skip if up to date, else build atomically (images on `workers` processes; the output does
+    not depend on their number); returns the manifest."""
     raw = Path(raw)
     if not raw.is_dir():
         raise PrepareError(f'--raw {raw}: not a folder')
@@ -399,7 +454,8 @@ def run(converter: Converter, entry: Entry, raw: Path, out: Optional[Path], *, s
     for p in remove_stale(out):
         console.print(f'medres prepare {entry.name}: removed {p}, left by a run that was killed', highlight=False,
                       markup=False)
-    ctx = Context(entry, raw, out, seed, on_error, dict(options or {}), Report(entry.name, on_error), settings)
+    ctx = Context(entry, raw, out, seed, on_error, dict(options or {}), Report(entry.name, on_error), settings,
+                  workers=max(1, int(workers)))
     plan = converter.plan(ctx)
     fp = fingerprint(converter, ctx, plan.inputs)
     if not force and is_up_to_date(out, fp):

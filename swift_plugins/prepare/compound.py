@@ -19,6 +19,7 @@ import argparse
 import random
 import re
 from collections import Counter, defaultdict
+from functools import partial
 from pathlib import PurePosixPath
 
 from tqdm import tqdm
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from ..data.channels import WindowAccumulator, composite, stain_plane, to_uint8
 from ..data.images import WINDOW_PERCENTILES
 from ..errors import ImageDecodeError, PrepareError
-from .common import Context, Converter, DatasetWriter, Plan, file_index, find_one, safe_name
+from .common import Context, Converter, DatasetWriter, Plan, file_index, find_one, parallel_map, safe_name
 
 IMAGE_CSV, MOA_CSV, COMPOUND_CSV = 'BBBC021_v1_image.csv', 'BBBC021_v1_moa.csv', 'BBBC021_v1_compound.csv'
 CONTROL = 'DMSO'
@@ -182,38 +183,33 @@ class CompoundConverter(Converter):
                 'test_plates_dmso': sorted(dmso_test_plates),
                 'moa_without_test_compound': sorted(m for m, cs in test_compounds.items() if not cs)}
 
-    def _plate_windows(self, ctx: Context, fields: list[dict], bar) -> dict:
-        """Per-channel windows over every pixel of the plate's fields (drops unreadable fields)."""
-        acc = {c.name: WindowAccumulator() for c in ctx.entry.channels}
-        for f in list(fields):
-            try:
-                planes = {c.name: stain_plane(f['paths'][c.name], f'{f["where"]} {c.source}', ctx.max_pixels)[0]
-                          for c in ctx.entry.channels}
-                for name, plane in planes.items():   # only whole fields count towards the window
-                    acc[name].add(plane)
-            except ImageDecodeError as e:
-                ctx.report.bad(f['where'], str(e).removeprefix(f['where']).lstrip(': '))
-                fields.remove(f)
-                bar.update(1)
-        return {name: a.window(WINDOW_PERCENTILES) for name, a in acc.items()}
-
     def build(self, ctx: Context, plan: Plan, writer: DatasetWriter) -> dict:
         by_plate = defaultdict(list)
         for f in plan.items:
             by_plate[f['plate']].append(f)
-        windows = {}
-        with tqdm(total=len(plan.items), desc='compound fields', unit='field', disable=None) as bar:
-            for plate, fields in sorted(by_plate.items()):
-                win = self._plate_windows(ctx, fields, bar)
-                windows[plate] = {name: list(w) if w else None for name, w in win.items()}
-                for f in fields:
-                    planes = {}
-                    for c in ctx.entry.channels:
-                        # Read again rather than hold a plate's raw 16-bit planes in memory.
-                        plane, _ = stain_plane(f['paths'][c.name], f['where'], ctx.max_pixels)
-                        planes[c.name], _ = to_uint8(plane, win[c.name])
-                    image = writer.save_png(f'images/{f["split"]}/{safe_name(f["id"])}.png',
-                                            composite(planes, ctx.entry.channels))
+        ordered = [f for _, fields in sorted(by_plate.items()) for f in fields]
+        with tqdm(total=2 * len(ordered), desc='compound fields', unit='pass', disable=None) as bar:
+            # Pass 1: per-channel windows over every pixel of each plate's readable fields.
+            acc = {plate: {c.name: WindowAccumulator() for c in ctx.entry.channels} for plate in by_plate}
+            kept = []
+            with parallel_map(partial(_field_histograms, ctx), ordered, ctx.workers) as done:
+                for f, (parts, error) in zip(ordered, done):
+                    bar.update(1)
+                    if error is not None:
+                        ctx.report.bad(f['where'], error.removeprefix(f['where']).lstrip(': '))
+                        bar.update(1)
+                        continue
+                    kept.append(f)
+                    for name, part in parts.items():   # only whole fields count towards the window
+                        acc[f['plate']][name].counts += part.counts
+                        acc[f['plate']][name].deep |= part.deep
+            win = {plate: {name: a.window(WINDOW_PERCENTILES) for name, a in chans.items()}
+                   for plate, chans in acc.items()}
+            windows = {plate: {name: list(w) if w else None for name, w in win[plate].items()}
+                       for plate in sorted(by_plate)}
+            # Pass 2: each field composed with its plate's windows (read again rather than held).
+            with parallel_map(partial(_write_field, ctx, writer.files(), win), kept, ctx.workers) as done:
+                for f, image in zip(kept, done):
                     writer.add_row(f['split'], {
                         'id': f['id'], 'image': image, 'answer': f['label'], 'compound': f['compound'],
                         'concentration': f['concentration'], 'plate': f['plate'], 'well': f['well'],
@@ -223,3 +219,25 @@ class CompoundConverter(Converter):
         return {'windows': {'scope': f'per plate and channel: raw values at the {lo}/{hi} percentiles of all '
                                      f'pixels of the plate\'s prepared fields',
                             'plates': windows}}
+
+
+def _field_histograms(ctx: Context, f: dict) -> tuple:
+    """One field's value histogram per channel (a worker's job): (accumulators, error)."""
+    try:
+        parts = {}
+        for c in ctx.entry.channels:
+            plane, _ = stain_plane(f['paths'][c.name], f'{f["where"]} {c.source}', ctx.max_pixels)
+            parts[c.name] = WindowAccumulator()
+            parts[c.name].add(plane)
+        return parts, None
+    except ImageDecodeError as e:
+        return None, str(e)
+
+
+def _write_field(ctx: Context, files: DatasetWriter, windows: dict, f: dict) -> str:
+    """One field composed with its plate's windows and written (a worker's job)."""
+    planes = {}
+    for c in ctx.entry.channels:
+        plane, _ = stain_plane(f['paths'][c.name], f['where'], ctx.max_pixels)
+        planes[c.name], _ = to_uint8(plane, windows[f['plate']][c.name])
+    return files.save_png(f'images/{f["split"]}/{safe_name(f["id"])}.png', composite(planes, ctx.entry.channels))

@@ -35,6 +35,7 @@ import json
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
@@ -45,7 +46,17 @@ from ..data.channels import composite, decode_rgb, is_plain_rgb, stain_plane, to
 from ..data.registry import Entry
 from ..errors import ImageDecodeError, PrepareError
 from ..vocabulary import PAPER_SUBCELLULAR_TEST_ROWS
-from .common import Context, Converter, DatasetWriter, Plan, console, file_hash, file_index, safe_name
+from .common import (
+    Context,
+    Converter,
+    DatasetWriter,
+    Plan,
+    console,
+    file_hash,
+    file_index,
+    parallel_map,
+    safe_name,
+)
 
 TABLE_SUFFIXES = ('.json', '.jsonl', '.csv', '.tsv', '.parquet')
 # Preference among files of one stain: lossless first.
@@ -479,21 +490,19 @@ class SubcellularConverter(Converter):
 
     def build(self, ctx: Context, plan: Plan, writer: DatasetWriter) -> dict:
         windows, md5_checked, kinds, done = {}, 0, Counter(), []
-        for item in tqdm(plan.items, desc='subcellular images', unit='img', disable=None):
-            rec = item['rec']
-            try:
-                rgb, win, keep = self._image(ctx, item)
-            except ImageDecodeError as e:
-                ctx.report.bad(rec.where, str(e).removeprefix(rec.where).lstrip(': '))
-                continue
-            md5_checked += bool(item['kind'] == 'file' and rec.md5)
-            kinds['composed from stain files' if item['kind'] == 'stains' else
-                  'composite copied as downloaded' if keep else 'converted from one file'] += 1
-            stem = writer.staged(safe_name(rec.id))
-            image = writer.copy(keep, stem + keep.suffix.lower()) if keep else writer.save_png(stem + '.png', rgb)
-            if win:
-                windows[rec.id] = win
-            done.append((item, image))
+        work = partial(_write_image, self, ctx, writer.files())
+        with parallel_map(work, plan.items, ctx.workers) as results:
+            for item, (image, win, kind, error) in zip(plan.items, tqdm(results, total=len(plan.items), unit='img',
+                                                                        desc='subcellular images', disable=None)):
+                rec = item['rec']
+                if error is not None:
+                    ctx.report.bad(rec.where, error.removeprefix(rec.where).lstrip(': '))
+                    continue
+                md5_checked += bool(item['kind'] == 'file' and rec.md5)
+                kinds[kind] += 1
+                if win:
+                    windows[rec.id] = win
+                done.append((item, image))
         test_size = plan.facts['test_size']
         if not 0 < test_size < len(done):
             raise PrepareError(f'--test-size {test_size}: only {len(done)} rows have usable images; needs '
@@ -520,3 +529,17 @@ class SubcellularConverter(Converter):
                 'windows': {'scope': 'per image and stain (raw values at the 0.1 and 99.9 percentiles)',
                             'images': windows},
                 'md5_checked': md5_checked}
+
+
+def _write_image(converter: SubcellularConverter, ctx: Context, files: DatasetWriter, item: dict) -> tuple:
+    """One image composed or checked, and written (a worker's job): (image path, windows, kind, error)."""
+    rec = item['rec']
+    try:
+        rgb, win, keep = converter._image(ctx, item)
+    except ImageDecodeError as e:
+        return None, None, None, str(e)
+    kind = ('composed from stain files' if item['kind'] == 'stains' else
+            'composite copied as downloaded' if keep else 'converted from one file')
+    stem = files.staged(safe_name(rec.id))   # its split is drawn once every image is known
+    image = files.copy(keep, stem + keep.suffix.lower()) if keep else files.save_png(stem + '.png', rgb)
+    return image, win, kind, None

@@ -20,6 +20,7 @@ import argparse
 import json
 import random
 from collections import Counter, defaultdict
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from ..data.slides import DEFAULT_DOWNSAMPLE, DEFAULT_MAX_PIXELS, render_slide
 from ..errors import ImageDecodeError, PrepareError
 from ..vocabulary import PAPER_SEED
-from .common import Context, Converter, DatasetWriter, Plan, console, safe_name
+from .common import Context, Converter, DatasetWriter, Plan, console, parallel_map, safe_name
 
 SPLIT_FILES = {'train': 'WsiVQA_train.json', 'validation': 'WsiVQA_val.json', 'test': 'WsiVQA_test.json'}
 SLIDE_SUFFIXES = {'.svs', '.tif', '.tiff'}
@@ -183,23 +184,25 @@ class WsiVqaConverter(Converter):
         for it in plan.items:
             by_case[it['case']].append(it)
         renders = {}
-        for case, case_items in tqdm(sorted(by_case.items()), desc='wsi slides', unit='slide', disable=None):
-            slide = ctx.raw / plan.facts['slides'][case]
-            try:
-                im, info = render_slide(slide, f'case {case} ({slide.name})', ctx.options['downsample'],
-                                        ctx.options['max_pixels'], ctx.max_pixels)
-            except ImageDecodeError as e:
-                ctx.report.bad(f'case {case}', str(e).removeprefix(f'case {case} ').lstrip(': '),
-                               questions=len(case_items))
-                continue
-            # One render per case, shared by every question (and split) of the case.
-            image = writer.save_png(f'images/slides/{safe_name(case)}.png', im)
-            renders[case] = {'slide': slide.name, 'image': image, 'questions': len(case_items), **info}
-            for it in case_items:
-                writer.add_row(it['split'], {'id': it['id'], 'image': image, 'question': it['question'],
-                                             'choices': it['choices'], 'answer': it['answer'],
-                                             'choices_original': it['choices_original'], 'case_id': case,
-                                             'slide': slide.name})
+        cases = sorted(by_case)
+        work = partial(_render_case, ctx.raw, writer.files(), plan.facts['slides'], ctx.options['downsample'],
+                       ctx.options['max_pixels'], ctx.max_pixels)
+        with parallel_map(work, cases, ctx.workers) as done:
+            for case, (image, info, error) in zip(cases, tqdm(done, total=len(cases), desc='wsi slides', unit='slide',
+                                                              disable=None)):
+                case_items = by_case[case]
+                slide = ctx.raw / plan.facts['slides'][case]
+                if error is not None:
+                    ctx.report.bad(f'case {case}', error.removeprefix(f'case {case} ').lstrip(': '),
+                                   questions=len(case_items))
+                    continue
+                # One render per case, shared by every question (and split) of the case.
+                renders[case] = {'slide': slide.name, 'image': image, 'questions': len(case_items), **info}
+                for it in case_items:
+                    writer.add_row(it['split'], {'id': it['id'], 'image': image, 'question': it['question'],
+                                                 'choices': it['choices'], 'answer': it['answer'],
+                                                 'choices_original': it['choices_original'], 'case_id': case,
+                                                 'slide': slide.name})
         answer_positions = {split: {'shown': positions(rows, 'choices'), 'original': positions(rows, 'choices_original')}
                             for split, rows in writer.rows.items()}
         for split, pos in answer_positions.items():
@@ -207,3 +210,14 @@ class WsiVqaConverter(Converter):
                           highlight=False, markup=False)
         return {'renders': renders, 'answer_positions': answer_positions,
                 'cases': {s: len({r['case_id'] for r in rows}) for s, rows in writer.rows.items()}}
+
+
+def _render_case(raw: Path, files: DatasetWriter, slides: dict, downsample, max_render_pixels, max_pixels,
+                 case: str) -> tuple:
+    """One slide rendered and written (a worker's job): (image path, render facts, error)."""
+    slide = raw / slides[case]
+    try:
+        im, info = render_slide(slide, f'case {case} ({slide.name})', downsample, max_render_pixels, max_pixels)
+    except ImageDecodeError as e:
+        return None, None, str(e)
+    return files.save_png(f'images/slides/{safe_name(case)}.png', im), info, None

@@ -57,6 +57,16 @@ class Family:
     def fit(self, w: float, h: float, max_pixels: Optional[float]) -> Size:
         raise NotImplementedError
 
+    @property
+    def align_grid(self) -> Optional[int]:
+        """The side multiple the processor keeps as it is (None: it always resizes, e.g. anyres)."""
+        return None
+
+    @property
+    def align_tolerance(self) -> int:
+        """Pixels per visual token along a side: how far crop/pad alignment may move a side."""
+        return 0
+
     def tokens(self, size: Size) -> int:
         raise NotImplementedError
 
@@ -110,6 +120,14 @@ class Qwen2VL(Family):
     def tokens(self, size):
         return (size[0] // self.unit) * (size[1] // self.unit)
 
+    @property
+    def align_grid(self):
+        return self.unit
+
+    @property
+    def align_tolerance(self):
+        return self.unit
+
     def knobs(self, sizes):
         # qwen_vl_utils.fetch_image rounds to multiples of 28 inside [min_pixels, max_pixels]:
         # with both bounds around our already aligned sizes it returns them unchanged.
@@ -162,6 +180,14 @@ class InternVL(Family):
             budget = max(self.min_tiles, min(budget, int(max_pixels // (self.tile * self.tile)) or 1))
         i, j = self.grid(w, h, budget)
         return i * self.tile, j * self.tile
+
+    @property
+    def align_grid(self):
+        return self.tile
+
+    @property
+    def align_tolerance(self):
+        return self.tile // max(1, math.isqrt(self.tokens_per_tile))   # 448 / 16 = 28 px per token
 
     def num_tiles(self, size) -> int:
         n = (size[0] // self.tile) * (size[1] // self.tile)

@@ -6,13 +6,17 @@
 family's processor keeps, sets the family's knob so the processor does not resize again, and
 after encoding compares the visual tokens actually produced with the policy's prediction: a
 mismatch (an image resized twice, a knob ignored) raises instead of training on something else.
-With `MEDRES_RESOLUTION` unset the subclass behaves exactly like the stock template.
+The subclass decodes each image itself, straight to its plan (`image_cache.load_policy_image`:
+EXIF orientation, reduced-size JPEG decoding, `MEDRES_IMAGE_CACHE`), before ms-swift's own load
+would decode it at full size. With `MEDRES_RESOLUTION` unset the subclass behaves exactly like
+the stock template.
 `MEDRES_TOKEN_LOG=<file>` appends one JSON line per encoded sample (id, decision, sizes,
 predicted and actual tokens).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import sys
 from copy import copy
@@ -26,6 +30,7 @@ from ..settings import Settings
 from ..vocabulary import EPOCH_CALLBACK, Env
 from .epoch import callback_active, callback_requested, current_epoch
 from .families import TEMPLATE_FAMILY, Family, set_run_template
+from .image_cache import ImageCache, load_policy_image
 from .mixing import MixSlot
 from .policy import ResolutionPolicy
 
@@ -43,8 +48,11 @@ class ResolutionTemplateMixin:
         super().init_env_args()
         set_run_template(self)
         self.medres_policy = ResolutionPolicy.from_env()
-        log = Settings.from_env().token_log
+        settings = Settings.from_env()
+        log = settings.token_log
         self.medres_token_log = str(log) if log else None
+        self.medres_cache = ImageCache(settings.image_cache, int(settings.image_cache_gb * 1e9)) \
+            if settings.image_cache and self.medres_policy is not None else None
         self._medres_family: Optional[Family] = None
         self._medres_warned = False
 
@@ -66,13 +74,23 @@ class ResolutionTemplateMixin:
         return current_epoch()
 
     def _preprocess_inputs(self, inputs) -> None:
-        # Before ms-swift loads the images: a row without a medres id is known by its content.
-        content = content_id(inputs.messages, inputs.images) if self.medres_policy is not None else None
-        super()._preprocess_inputs(inputs)
         inputs.medres_plans = None
+        if self.medres_policy is None:
+            return super()._preprocess_inputs(inputs)
+        # Before ms-swift loads the images: a row without a medres id is known by its content.
+        inputs.medres_content_id = content_id(inputs.messages, inputs.images)
+        # Decode each image once, straight to the plan (drafted JPEG, cache), before ms-swift's own
+        # load would decode it at full size; images only super() finds (`<img>` tags), and rows with
+        # grounding objects (their boxes are normalised to the original size), take the stock load.
+        early = bool(inputs.images) and not inputs.objects
+        if early:
+            self._medres_apply(inputs)
+        super()._preprocess_inputs(inputs)
+        if not early and inputs.images:
+            self._medres_apply(inputs)
+
+    def _medres_apply(self, inputs) -> None:
         policy = self.medres_policy
-        if policy is None or not inputs.images:
-            return
         if self.max_pixels is not None:
             raise PolicyError(f'--max_pixels (MAX_PIXELS) pre-shrinks every image and would override '
                               f'{Env.RESOLUTION}: unset one of them')
@@ -83,18 +101,26 @@ class ResolutionTemplateMixin:
             logger.warning('medres: rows without a balanced mix slot (not from a medres registry dataset, or '
                            'streamed) are drawn independently at the mix ratio, without balance')
         epoch = self._medres_epoch(policy)
-        sid = meta.get('id') or content
+        sid = meta.get('id') or inputs.medres_content_id
         decision = policy.decide(sid, slot, epoch)
-        plans = []
+        plans, cached = [], []
         for i, image in enumerate(inputs.images):
-            if not isinstance(image, Image.Image):
-                image = self._load_image(image, True)
+            data = None if isinstance(image, Image.Image) else _image_bytes(image)
             try:
-                inputs.images[i], plan = policy.apply(image, decision, self.medres_family)
+                if data is not None:
+                    inputs.images[i], plan, hit = load_policy_image(data, policy, decision, self.medres_family,
+                                                                    self.medres_cache)
+                else:
+                    if not isinstance(image, Image.Image):
+                        image = self._load_image(image, True)
+                    inputs.images[i], plan = policy.apply(image, decision, self.medres_family)
+                    hit = None
             except PolicyError as e:
                 raise PolicyError(f'sample {sid} image {i}: {e}') from None
             plans.append(plan)
+            cached.append(hit)
         inputs.medres_plans = plans
+        inputs.medres_cached = cached
         inputs.medres_meta = meta
         inputs.medres_epoch = epoch
 
@@ -121,7 +147,9 @@ class ResolutionTemplateMixin:
                       'mode': self.mode, 'training': bool(self.is_training), 'epoch': getattr(inputs, 'medres_epoch', 0),
                       'policy': self.medres_policy.mode,
                       'decision': plans[0].decision, 'source': [list(p.source) for p in plans],
-                      'size': [list(p.size) for p in plans], 'predicted_tokens': predicted, 'actual_tokens': actual}
+                      'size': [list(p.size) for p in plans], 'align': [p.align for p in plans],
+                      'cache_hit': getattr(inputs, 'medres_cached', None),
+                      'predicted_tokens': predicted, 'actual_tokens': actual}
             with open(self.medres_token_log, 'a') as f:
                 f.write(json.dumps(record) + '\n')
         if actual is not None and actual != predicted:
@@ -147,6 +175,21 @@ def content_id(messages, images) -> str:
         refs.append(hashlib.sha256(image).hexdigest() if isinstance(image, (bytes, bytearray)) else str(image))
     blob = json.dumps([[t.get('role'), t.get('content')] for t in turns] + refs, ensure_ascii=False, default=str)
     return 'content/' + hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _image_bytes(image) -> Optional[bytes]:
+    """The encoded bytes of an image reference as ms-swift resolves it (bytes, {'bytes', 'path'}, a
+    path under ROOT_IMAGE_DIR, a URL, base64); None for anything else (decoded by the stock path)."""
+    from swift.template.vision_utils import load_file
+
+    if isinstance(image, dict):
+        image = image.get('bytes') or image.get('path')
+    if isinstance(image, (bytes, bytearray)):
+        return bytes(image)
+    if isinstance(image, str):
+        f = load_file(image)
+        return f.getvalue() if isinstance(f, io.BytesIO) else None
+    return None
 
 
 def _subclass(base: type) -> type:
