@@ -9,10 +9,10 @@ from typing import Optional, Sequence
 from ..errors import MedresError, report
 from ..settings import Settings, env_warnings
 from ..vocabulary import Env
-from . import datasets, demo, grid, plugin_path, prepare, probe, recipes, score, sweep, tokens, train
+from . import datasets, demo, grid, plugin_path, prepare, probe, recipes, score, study, sweep, tokens, train
 
 # The subcommands, in the order `medres --help` lists them.
-COMMANDS = (datasets, plugin_path, tokens, recipes, train, grid, sweep, score, prepare, probe, demo)
+COMMANDS = (datasets, plugin_path, tokens, recipes, train, grid, sweep, score, study, prepare, probe, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
