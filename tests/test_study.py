@@ -29,7 +29,7 @@ from helpers import run_medres
 
 MEDRES = str(Path(sys.executable).parent / 'medres')
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = Path(os.environ.get('MEDRES_TEST_ARTIFACTS', ROOT / 'test-artifacts'))
+ARTIFACTS = ROOT / 'test-artifacts'   # CI keeps the report's screenshot here
 
 
 # ------------------------------------------------------------------------------ model and plan
@@ -147,6 +147,8 @@ def test_a_finished_arm_is_reused_and_one_with_other_settings_refused(tmp_path):
     assert arm_runs.check_finished(changed, redo=True) is None
     with pytest.raises(StudyError, match='the registry entry; the resolution policy overrides'):
         arm_runs.check_finished(_job(tmp_path, entry_sha256='other', policy={'MEDRES_LOW_PIXELS': '9'}))
+    ckpt.rmdir()
+    assert arm_runs.check_finished(job) is None      # its checkpoint was deleted: trained again
 
 
 def test_a_killed_arm_resumes_from_its_last_full_checkpoint(tmp_path):
@@ -200,7 +202,7 @@ def test_paper_recipe_dry_run_prints_the_plan(script, model, micro, zero3, tmp_p
 # ------------------------------------------------------------------------------ the embedded default, end to end
 
 def study_cmd(work, home, *extra):
-    return [MEDRES, 'study', '--demo', '--size', 'quick', '--workdir', str(work), '--data-home', str(home),
+    return [MEDRES, 'study', '--demo', '--size', 'quick', '--sweep', '--workdir', str(work), '--data-home', str(home),
             '--n-boot', '200', *extra]
 
 
@@ -261,6 +263,9 @@ def test_every_cell_ran_at_the_resolution_it_claims(quick_study):
         assert cell['mean_visual_tokens'] == pytest.approx({'low': 16, 'native': 64, 'mixed': 40}[inference])
         assert cell['policy']['MEDRES_LOW_PIXELS'] == str(112 * 112) if inference != 'native' else True
     assert 'visual tokens per test image: low 16, native 64, mixed 40' in quick_study['out']
+    sweep = record['sweeps'][0]
+    assert [r['setting'] for r in sweep['rows']] == ['low-3136', 'low-12544', 'low-28224', 'native']
+    assert [r['mean_visual_tokens'] for r in sweep['rows']] == [4, 16, 36, 64]
     assert [c['name'] for c in record['probe']['checks']] == ['fine_cue_used', 'native_beats_low', 'mismatch_collapse',
                                                               'mixed_near_native', 'mixed_above_native_low',
                                                               'mixed_above_low_native']
@@ -279,19 +284,20 @@ def test_report_has_every_section(quick_study):
                     'registry entry `medres/probe`', 'versions: medres', 'The paper has no numbers for this model'):
         assert section in md, section
     figures = sorted(p.name for p in (report / 'figures').glob('*.png'))
-    assert figures == ['probe-claims.png', 'probe-heatmap.png', 'probe-loss.png', 'probe-tokens.png']
+    assert figures == ['probe-claims.png', 'probe-heatmap.png', 'probe-loss.png', 'probe-sweep.png', 'probe-tokens.png']
     for name in figures:
         assert f'](figures/{name})' in md
     html = (report / 'index.html').read_text()
-    assert html.count('src="data:image/png;base64,') == 4 and '<script' not in html and 'http' not in html.split('<body>')[1]
+    assert html.count('src="data:image/png;base64,') == 5 and '<script' not in html and 'http' not in html.split('<body>')[1]
 
 
 def test_finished_study_reruns_as_a_no_op_and_refuses_changed_settings(quick_study):
     folder = quick_study['folder']
-    stamps = {p: p.stat().st_mtime_ns for p in [*folder.glob('arms/*/*/arm.json'), *folder.glob('grid/cells/**/done.json')]}
-    assert len(stamps) == 3 + 12
+    stamps = {p: p.stat().st_mtime_ns for p in [*folder.glob('arms/*/*/arm.json'), *folder.glob('grid/cells/**/done.json'),
+                                                *folder.glob('sweep/**/done.json')]}
+    assert len(stamps) == 3 + 12 + 4
     again = run_medres(*study_cmd(quick_study['work'], quick_study['home'])[1:])
-    assert '12 cell' not in again and '3 finished before' in again and '12 finished before' in again
+    assert '3 finished before' in again and '12 finished before' in again and '4 finished before' in again
     assert stamps == {p: p.stat().st_mtime_ns for p in stamps}
     changed = run_medres(*study_cmd(quick_study['work'], quick_study['home'])[1:], '--', '--weight_decay', '0.01', expect=2)
     assert 'the low arm on probe was trained with other settings: the training flags' in changed
@@ -320,7 +326,7 @@ def test_report_renders_in_a_real_browser(quick_study, tmp_path):
     finally:
         browser.close()
     assert errors == []
-    assert len(state['images']) == 4 and all(ok and w > 100 and shown > 100 for ok, w, shown in state['images'])
+    assert len(state['images']) == 5 and all(ok and w > 100 and shown > 100 for ok, w, shown in state['images'])
     assert len(state['tables']) >= 6 and all(rows >= 2 and height > 20 for rows, height in state['tables'])
     assert any(h.startswith('probe: accuracy') for h in state['headings']) and 'Provenance' in state['headings']
     assert state['title'].startswith('medres study')
@@ -346,3 +352,53 @@ def test_default_study_finishes_offline_in_a_few_minutes(tmp_path):
     assert cells[('native', 'native')] > cells[('low', 'low')] > cells[('native', 'low')]
     print(f'default study: {minutes:.1f} min')
     assert math.isfinite(minutes)
+
+
+@pytest.mark.slow
+def test_study_of_a_model_folder_with_lora_arms(tiny_qwen2_vl, use_local_sources, tmp_path):
+    """The general path: a local checkpoint folder, a registry dataset, LoRA arms (merged before
+    inference), two arms and two inference resolutions, flags for swift sft and swift infer."""
+    work = tmp_path / 'study'
+    toy = ['--deepspeed', '', '--torch_dtype', 'float32', '--max_steps', '2', '--save_strategy', 'steps',
+           '--save_steps', '2', '--dataloader_num_workers', '0', '--dataset_num_proc', '1', '--report_to', 'none',
+           '--logging_steps', '1', '--check_model', 'false', '--learning_rate', '1e-3']
+    cmd = ['study', '--model', str(tiny_qwen2_vl), '--dataset', 'vqa-rad', '--arms', 'none,native', '--tuning', 'lora',
+           '--global-batch', '2', '--micro-batch', '1', '--low-pixels', '4096', '--infer-args',
+           '--torch_dtype float32 --max_new_tokens 4', '--workdir', str(work), '--n-boot', '200', '--', *toy]
+    out = run_medres(*cmd)
+    assert 'report:' in out
+    record = json.loads((work / 'study.json').read_text())
+    (arm,) = record['arms_trained']
+    assert arm['arm'] == 'native' and arm['checkpoint'].endswith('/merged')
+    assert (Path(arm['checkpoint']) / 'model.safetensors').is_file()
+    args = json.loads((work / 'arms' / 'vqa-rad' / 'native' / 'train' / 'args.json').read_text())
+    assert args['tuner_type'] == 'lora' and args['model'] == str(tiny_qwen2_vl) and args['max_steps'] == 2
+    cells = {(c['training'], c['inference']): c for c in record['cells']}
+    assert set(cells) == {(t, i) for t in ('none', 'native') for i in ('low', 'native', 'mixed')}
+    assert cells[('native', 'low')]['policy']['MEDRES_LOW_PIXELS'] == '4096'
+    assert cells[('native', 'low')]['mean_visual_tokens'] < cells[('native', 'native')]['mean_visual_tokens']
+    md = (work / 'report' / 'report.md').read_text()
+    assert '## vqa-rad: closed_accuracy on test' in md and 'qwen2-vl-2b-lora-native.yaml' in md
+
+
+def test_report_puts_the_papers_numbers_beside_ours_for_a_paper_model(tmp_path):
+    """A study of one of the paper's models: its published number stands beside each of ours, in the
+    Markdown and in the page (the rows as the grid writes them; no model is run)."""
+    from swift_plugins.eval.paper import paper_value
+    from swift_plugins.study.report import write_report
+    from swift_plugins.study.run import StudyConfig, StudyResult
+    config = StudyConfig(tmp_path / 'study', resolve_model('qwen2-vl-2b'), ['subcellular'])
+    rows = [{'training': t, 'inference': i, 'dataset': 'subcellular', 'split': 'test', 'metric': 'accuracy',
+             'value': 50.0 + k, 'ci_low': 45.0 + k, 'ci_high': 55.0 + k, 'n': 2000, 'mean_visual_tokens': 100.0 * (k + 1),
+             'paper': paper_value('Qwen2-VL-2B', t, i, 'subcellular'), 'checkpoint': f'/ckpt/{t}'}
+            for k, (t, i) in enumerate((t, i) for t in ('none', 'low', 'native', 'mixed') for i in ('low', 'native', 'mixed'))]
+    result = StudyResult(config, [], None, 'plan', rows=rows, paper='Qwen2-VL-2B', started='2026-01-01T00:00:00+00:00',
+                         seconds={'plan': 1.0, 'arms': 60.0, 'grid': 30.0})
+    html_path, md_path = write_report(result)
+    md = md_path.read_text()
+    assert 'reports this model as **Qwen2-VL-2B**' in md
+    assert '| low | low | 53.0 [48.0, 58.0] (paper 91.80) |' in md
+    assert sorted(p.name for p in (config.workdir / 'report' / 'figures').glob('*.png')) == \
+        ['subcellular-heatmap.png', 'subcellular-tokens.png']
+    html = html_path.read_text()
+    assert '<td>53.0 [48.0, 58.0] (paper 91.80)</td>' in html and html.count('data:image/png;base64,') == 2

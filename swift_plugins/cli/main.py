@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from typing import Optional, Sequence
 
@@ -58,6 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = argv[:argv.index('--')] if '--' in argv else argv
     parser = build_parser()
     args = parser.parse_args(kebab_case(argv, _option_strings(parser)))
+    # As typed, for records (`medres study` writes it into its report).
+    args.command_line = shlex.join(['medres', *argv, *(['--', *passthrough] if passthrough else [])])
     if passthrough:
         if not hasattr(args, 'swift_args'):
             parser.error(f'medres {args.command} does not take arguments after --')

@@ -32,6 +32,7 @@ def register(sub) -> None:
     s.add_argument('--sweep', action='store_true', help='add the zero-shot inference-resolution sweep of the base model')
     s.add_argument('--sweep-pixels', type=int, nargs='+', metavar='PIXELS',
                    help='low budgets of the sweep in pixels (default: 256, 512, 1280, 2560 Qwen2-VL tokens)')
+    s.add_argument('--sweep-split', help='split of the sweep (default: validation where the dataset has one, else test)')
     s.add_argument('--train-split', default='train', help='split each arm trains on (default train)')
     s.add_argument('--eval-split', default='test', help='split the grid evaluates (default test)')
     s.add_argument('--workdir', help='arms, cells and the report go here; rerun to resume '
@@ -69,7 +70,8 @@ def run(args) -> int:
         if args.model or args.dataset:
             raise UsageError('--demo brings its own model and data: leave out --model and --dataset')
         return run_demo(args, args.size, args.replicate_seed, workdir=args.workdir or 'medres-demo',
-                        data_home=args.data_home, check=args.check, plan=args.plan, sweep=args.sweep)
+                        data_home=args.data_home, check=args.check, plan=args.plan, sweep=args.sweep,
+                        swift_args=args.swift_args)
     if not args.model or not args.dataset:
         raise UsageError('medres study needs --model and at least one --dataset (or --demo for the offline default)')
     from ..study.model import resolve_model
@@ -78,6 +80,8 @@ def run(args) -> int:
     options = {}
     if args.sweep_pixels:
         options['sweep_budgets'] = tuple(args.sweep_pixels)
+    if args.sweep_split:
+        options['sweep_split'] = args.sweep_split
     config = StudyConfig(
         Path(args.workdir or 'medres-study'), resolve_model(args.model, args.recipe_model), list(args.dataset),
         arms=tuple(a.strip() for a in args.arms.split(',') if a.strip()), tuning=args.tuning, sweep=args.sweep,
@@ -86,25 +90,20 @@ def run(args) -> int:
         infer_args=tuple(shlex.split(args.infer_args)), policy_overrides=policy_overrides(args),
         mode='compat' if args.compat else 'strict', n_boot=args.n_boot, bootstrap_seed=args.bootstrap_seed,
         tokens_per_second=args.tokens_per_second, redo=args.redo, settings=args.settings, base_env=args.env,
-        command_line=command_line(args), **options)
+        command_line=getattr(args, 'command_line', ''), **options)
     return execute(config, plan=args.plan)
 
 
-def command_line(args) -> str:
-    import sys
-    return 'medres ' + shlex.join(sys.argv[1:]) if sys.argv and Path(sys.argv[0]).name == 'medres' else ''
-
-
 def run_demo(args, size: str, seed: int, *, workdir: str, data_home, check: bool = False, plan: bool = False,
-             sweep: bool = False) -> int:
+             sweep: bool = False, swift_args=()) -> int:
     from dataclasses import replace
 
     from ..probe.config import ProbeConfig
     from ..study.demo import probe_study
     settings = replace(args.settings, data_home=Path(data_home).resolve()) if data_home else args.settings
     config = probe_study(ProbeConfig.preset(size, seed), Path(workdir), settings=settings, base_env=args.env,
-                         n_boot=args.n_boot, redo=getattr(args, 'redo', False), sweep=sweep,
-                         command_line=command_line(args))
+                         n_boot=args.n_boot, redo=getattr(args, 'redo', False), sweep=sweep, swift_args=tuple(swift_args),
+                         command_line=getattr(args, 'command_line', ''))
     return execute(config, plan=plan, check=check)
 
 

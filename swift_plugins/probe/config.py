@@ -62,7 +62,7 @@ class ProbeConfig:
             train = TrainSpec(max_steps=8, batch_size=8, seed=42 + seed)
         elif size == 'demo':
             data = ProbeDataSpec(n_train=400, n_validation=0, n_test=100, seed=seed)
-            train = TrainSpec(max_steps=60, seed=42 + seed)
+            train = TrainSpec(max_steps=120, seed=42 + seed)
         else:
             data = ProbeDataSpec(n_train=1600, n_validation=0, n_test=400, seed=seed)
             train = TrainSpec(seed=42 + seed)

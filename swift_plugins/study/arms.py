@@ -112,12 +112,14 @@ def check_finished(job: ArmJob, redo: bool = False) -> Optional[ArmResult]:
     done = recorded(job)
     if done is None:
         return None
-    if done['key'] != job.key or not Path(done['checkpoint']).is_dir():
+    if done['key'] == job.key and not Path(done['checkpoint']).is_dir():
+        return None   # its checkpoint was deleted: train it again
+    if done['key'] != job.key:
         if redo:
             return None
         old = done.get('key_parts', {})
         changed = sorted(k for k in set(old) | set(job.key_parts) if old.get(k) != job.key_parts.get(k))
-        what = '; '.join(_CHANGE_NAMES.get(k, k) for k in changed) or 'its checkpoint is missing'
+        what = '; '.join(_CHANGE_NAMES.get(k, k) for k in changed)
         raise StudyError(f'{job.folder}: the {job.arm} arm on {job.dataset} was trained with other settings: {what} '
                          'changed since. --redo retrains it (or use another --workdir)')
     return ArmResult(job.dataset, job.arm, Path(done['checkpoint']), job.folder, done['seconds'],

@@ -55,5 +55,5 @@ def probe_study(config: ProbeConfig, workdir: Path, *, settings: Settings, base_
         global_batch=config.train.batch_size, micro_batch=config.train.batch_size,
         bootstrap_seed=config.seed, probe=config,
         # Budgets for the zero-shot sweep, in the probe's scale: a quarter, the low budget, half, native.
-        sweep_budgets=((size // 4) ** 2, config.low_pixels, (size * 3 // 4) ** 2),
+        sweep_budgets=((size // 4) ** 2, config.low_pixels, (size * 3 // 4) ** 2), sweep_split='test',
         title=f'medres study: the resolution probe ({config.size}, seed {config.seed})', **options)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -79,6 +78,7 @@ class StudyConfig:
     tuning: str = 'full'
     sweep: bool = False
     sweep_budgets: tuple[int, ...] = DEFAULT_BUDGETS
+    sweep_split: Optional[str] = None         # default: validation where the dataset has one, else test
     nproc_per_node: int = 1
     micro_batch: int = 1
     global_batch: int = PAPER_GLOBAL_BATCH
@@ -296,9 +296,10 @@ def grid_cells(config: StudyConfig, entries: Sequence[Entry], checkpoints: Mappi
 def run_sweep_stage(config: StudyConfig, entries: Sequence[Entry]) -> list[SweepResult]:
     out = []
     for entry in entries:
-        cells = sweep_cells(config.model.model, entry.name, config.sweep_budgets,
+        name = f'{entry.name}:{config.sweep_split}' if config.sweep_split else entry.name
+        cells = sweep_cells(config.model.model, name, config.sweep_budgets,
                             config.infer_model_args() + list(config.infer_args), config.mode,
-                            settings=config.settings, env=config.run_env())
+                            settings=config.settings, env={**config.run_env(), **config.policy_overrides})
         folder = config.workdir / 'sweep' / entry.name
         results = run_cells(cells, lambda s: folder / 'cells' / s.split / s.inference, env=config.run_env(),
                             settings=config.settings, redo=config.redo, n_boot=config.n_boot,
@@ -341,6 +342,11 @@ def run_study(config: StudyConfig, *, plan_only: bool = False) -> StudyResult:
     t0 = time.perf_counter()
     config.workdir.mkdir(parents=True, exist_ok=True)
     entries = config.entries()
+    ignored = sorted(k for k in config.base_env if k in POLICY_ENV)
+    if ignored:
+        console.print(f'medres study: not using {", ".join(ignored)} from the shell: each arm\'s recipe sets its '
+                      'resolution; --low-pixels, --low-scale, --native-max-pixels, --mix-seed and --filter change '
+                      'the policy of the whole study', style='yellow', highlight=False)
     with console.status('planning: reading image headers'):
         plans, shape, plan_md = make_plan(config, entries)
     (config.workdir / 'plan.md').write_text(plan_md)
@@ -409,7 +415,6 @@ def write_record(result: StudyResult) -> Path:
         'probe': None if result.probe is None else {**result.probe, 'pattern_holds': result.probe_holds,
                                                      'config': _asdict(c.probe), 'config_key': c.probe.key()},
         'report': str(result.report_html), 'versions': versions(), 'python': platform.python_version(),
-        'command': shlex.join(c.command_line.split()) if c.command_line else '',
     }
     path = c.workdir / 'study.json'
     path.write_text(json.dumps(record, indent=2, default=str) + '\n')
