@@ -402,3 +402,24 @@ def test_report_puts_the_papers_numbers_beside_ours_for_a_paper_model(tmp_path):
         ['subcellular-heatmap.png', 'subcellular-tokens.png']
     html = html_path.read_text()
     assert '<td>53.0 [48.0, 58.0] (paper 91.80)</td>' in html and html.count('data:image/png;base64,') == 2
+
+
+# Qwen2-VL-2B-Instruct's config.json (the hub's published values, the fields that size the model).
+QWEN2_VL_2B = {'model_type': 'qwen2_vl', 'tie_word_embeddings': True,
+               'text_config': {'model_type': 'qwen2_vl_text', 'hidden_size': 1536, 'num_hidden_layers': 28,
+                               'num_attention_heads': 12, 'num_key_value_heads': 2, 'intermediate_size': 8960,
+                               'vocab_size': 151936, 'tie_word_embeddings': True,
+                               'rope_parameters': {'rope_type': 'default', 'rope_theta': 1e6, 'mrope_section': [16, 24, 24]}},
+               'vision_config': {'depth': 32, 'embed_dim': 1280, 'hidden_size': 1536, 'num_heads': 16, 'mlp_ratio': 4,
+                                 'spatial_merge_size': 2, 'patch_size': 14, 'temporal_patch_size': 2, 'in_channels': 3}}
+
+
+def test_a_real_configuration_gives_the_published_sizes_and_a_plausible_cost():
+    """Qwen2-VL-2B: its 1.5B language model has 1.31B non-embedding parameters, its ViT about 0.67B; one
+    epoch of VQA-RAD at native resolution (1,793 images of 1024x1024, 1,296 tokens each) is ~8e16 FLOPs."""
+    shape = model_shape(QWEN2_VL_2B)
+    assert shape.llm_params == pytest.approx(1.31e9, rel=0.01) and shape.vision_params == pytest.approx(0.665e9, rel=0.01)
+    assert (shape.llm_layers, shape.llm_width, shape.vision_layers, shape.vision_width) == (28, 1536, 32, 1280)
+    flops = training_flops(shape, [1296] * 1793)
+    dense = 6 * (shape.llm_params + 4 * shape.vision_params) * 1296 * 1793
+    assert flops == pytest.approx(8.06e16, rel=0.01) and flops > dense    # the attention terms add on top
