@@ -71,6 +71,10 @@ class GridError(MedresError, RuntimeError):
     """A grid, sweep or probe cannot run as configured (e.g. a cell computed with other settings)."""
 
 
+class StudyError(MedresError, RuntimeError):
+    """A study cannot run as configured (e.g. an arm trained with other settings)."""
+
+
 def debug_enabled() -> bool:
     return os.environ.get(Env.DEBUG, '').strip().lower() in TRUE_STRINGS
 

@@ -21,8 +21,9 @@ LAYERS = {
     'data': 3,
     'train': 4, 'prepare': 4, 'fixtures': 4,
     'eval': 5,
-    'probe': 6, 'demo': 6,
-    'cli': 7, 'plugin': 7,
+    'probe': 6,
+    'study': 7,       # uses the probe: its embedded default is a study on the probe dataset
+    'cli': 8, 'plugin': 8,
 }
 
 
@@ -65,7 +66,7 @@ def concept(parts: tuple) -> str:
 def test_concepts_are_subpackages_and_the_top_level_is_small():
     top = [p.name for p in PKG.glob('*.py')]
     assert len(top) <= 8, top
-    for sub in ('resolution', 'data', 'prepare', 'eval', 'train', 'probe', 'cli', 'plugin'):
+    for sub in ('resolution', 'data', 'prepare', 'eval', 'train', 'probe', 'study', 'cli', 'plugin'):
         assert (PKG / sub / '__init__.py').is_file(), sub
     assert {p.stem for p in (PKG / 'prepare').glob('*.py')} >= {'subcellular', 'compound', 'cervical', 'wsi'}
     assert not (PKG / 'register.py').exists()   # `register` vs `registry` no longer look alike

@@ -1,16 +1,15 @@
-"""The resolution probe: generator (determinism, cache, cues), registry entry, `medres probe
---quick` end to end through the recipes and the grid, and (slow) the paper's pattern on the
-default size for three seeds."""
+"""The resolution probe: generator (determinism, cache, cues), registry entry, the flags its study
+adds to the recipes, and (slow) the paper's pattern on the default size for three seeds. The probe
+runs as `medres study` on its dataset: the quick size end to end is in test_study.py."""
 import json
 from collections import Counter
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from swift_plugins.probe.arms import ProbeConfig, prepare_probe, probe_env, train_command
+from swift_plugins.probe.config import ProbeConfig, prepare_probe, probe_env, probe_policy, probe_settings
 from swift_plugins.probe.generator import LABELS, ProbeDataSpec, ProbeItem, fine_statistics, plan_split, render, write_probe
 from swift_plugins.resolution.families import Qwen2VL
 from swift_plugins.resolution.policy import ResolutionPolicy
@@ -129,7 +128,8 @@ def test_registry_entry_loads_through_ms_swift(swift_registered, tmp_path, monke
     config = replace(ProbeConfig.preset('quick'), data=SMALL)
     home = tmp_path / 'home'
     folder = prepare_probe(config, home)
-    env = probe_env(config, home, base={})
+    from swift_plugins.settings import Settings
+    env = {**probe_env(config, home), **probe_settings(config, Settings(data_home=home)).to_env()}
     for key in ('MEDRES_DATA_HOME', 'MEDRES_LOCAL_SOURCES', 'HF_DATASETS_CACHE'):
         monkeypatch.setenv(key, env[key])
     assert folder.parent == tmp_path / 'home' / 'prepared' / 'probe-sets' / SMALL.key()
@@ -149,67 +149,33 @@ def test_registry_entry_loads_through_ms_swift(swift_registered, tmp_path, monke
     assert len(test2) == 4
 
 
-def test_env_and_commands_follow_the_recipes(tmp_path):
+def test_probe_study_trains_through_the_recipes(tmp_path):
+    """The probe is a study: each arm is the Qwen2-VL-2B full recipe of its resolution launched by
+    `medres train`, with the tiny model and the toy's flags after `--`; the shell's policy variables
+    are dropped (the recipe decides), the probe's low budget is set for training and inference."""
+    from swift_plugins.settings import Settings
+    from swift_plugins.study.demo import probe_folder, probe_study
     config = ProbeConfig.preset('quick', seed=1)
-    env = probe_env(config, tmp_path, base={'MEDRES_RESOLUTION': 'native', 'MEDRES_LOW_PIXELS': '9', 'PATH': '/bin'})
-    assert 'MEDRES_RESOLUTION' not in env and env['MEDRES_LOW_PIXELS'] == str(112 * 112) and env['PATH'] == '/bin'
-    assert env['MEDRES_LOCAL_SOURCES'].endswith(f'probe-sets/{config.data.key()}')
-    assert env['HF_HUB_OFFLINE'] == '1'
-    cmd = train_command(config, 'mixed', tmp_path / 'model', tmp_path / 'out')
-    assert cmd[cmd.index('train') + 1].endswith('recipes/train/qwen2-vl-2b-full-mixed.yaml')
-    assert cmd[cmd.index('--max_steps') + 1] == str(config.train.max_steps)
-    assert cmd[cmd.index('--dataset') + 1] == 'medres/probe:train'
-    assert cmd[cmd.index('--global-batch') + 1] == str(config.train.batch_size)
+    study = probe_study(config, tmp_path / 'work', settings=Settings(data_home=tmp_path / 'home'),
+                        base_env={'MEDRES_RESOLUTION': 'native', 'MEDRES_LOW_PIXELS': '9', 'PATH': '/bin'})
+    assert study.workdir == probe_folder(config, tmp_path / 'work')
+    assert probe_policy(config) == {'MEDRES_LOW_PIXELS': str(112 * 112)}
+    jobs = study.jobs(study.entries())
+    assert [j.arm for j in jobs] == ['low', 'native', 'mixed']
+    for job in jobs:
+        assert job.launcher[:2] == ['train', str(study.recipe(job.arm))]
+        assert job.launcher[1].endswith(f'recipes/train/qwen2-vl-2b-full-{job.arm}.yaml')
+        assert job.launcher[job.launcher.index('--global-batch') + 1] == str(config.train.batch_size)
+        args = job.swift_args
+        assert args[args.index('--max_steps') + 1] == str(config.train.max_steps)
+        assert args[args.index('--dataset') + 1] == 'medres/probe:train'
+        assert args[args.index('--model') + 1].startswith(str(study.workdir / 'models'))
+        assert 'MEDRES_RESOLUTION' not in job.env and job.env['MEDRES_LOW_PIXELS'] == str(112 * 112)
+        assert job.env['PATH'] == '/bin' and job.env['HF_HUB_OFFLINE'] == '1'
+        assert job.env['MEDRES_LOCAL_SOURCES'].endswith(f'probe-sets/{config.data.key()}')
     assert ProbeConfig.preset('quick', seed=1).key() == config.key() != ProbeConfig.preset('quick', seed=2).key()
     with pytest.raises(ValueError):
         ProbeConfig.preset('huge')
-
-
-def test_quick_probe_runs_every_cell_at_the_resolution_it_claims(tmp_path):
-    """`medres probe --quick` end to end: three arms trained through the recipes, the 4 x 3 grid
-    through swift infer. Every training sample and every test image got the visual tokens of its
-    policy (low 16, native 64 for 224x224), low and native cells differ, mixed is half and half."""
-
-    work, home = tmp_path / 'work', tmp_path / 'home'
-    out = run_medres('probe', '--quick', '--workdir', str(work), '--data-home', str(home), '--n-boot', '200')
-    assert 'visual tokens per test image: low 16, native 64, mixed 40' in out
-    assert "The paper's pattern on the probe" in out and 'wrote:' in out
-    config = ProbeConfig.preset('quick')
-    folder = work / f'quick-seed0-{config.key()}'
-    report = json.loads((folder / 'probe.json').read_text())
-    assert set(report['cells']) == {f'{t}/{i}' for t in ('none', 'low', 'native', 'mixed')
-                                    for i in ('low', 'native', 'mixed')}
-    tokens = {'low': 16, 'native': 64}
-    n_test, n_train = config.data.n_test, config.data.n_train
-    for arm in ('low', 'native', 'mixed'):
-        recs = [json.loads(line) for line in (folder / 'arms' / arm / 'train_tokens.jsonl').read_text().splitlines()]
-        assert recs and all(r['training'] and r['policy'] == arm for r in recs)
-        assert all(r['actual_tokens'] == r['predicted_tokens'] == tokens[r['decision']] for r in recs)
-        decisions = {r['id']: r['decision'] for r in recs}
-        assert len(decisions) == n_train
-        expected = {'low': {'low': n_train}, 'native': {'native': n_train},
-                    'mixed': {'low': n_train // 2, 'native': n_train // 2}}[arm]
-        assert Counter(decisions.values()) == expected
-    for name, cell in report['cells'].items():
-        train, inference = name.split('/')
-        recs = [json.loads(line) for line in (Path(cell['cell']) / 'visual_tokens.jsonl').read_text().splitlines()]
-        assert len({r['id'] for r in recs}) == n_test and cell['n'] == n_test
-        assert {r['policy'] for r in recs} == {inference}
-        assert all(r['actual_tokens'] == r['predicted_tokens'] == tokens[r['decision']] for r in recs)
-        want = {'low': 16, 'native': 64, 'mixed': 40}[inference]
-        assert cell['mean_visual_tokens'] == pytest.approx(want)
-        assert cell['policy']['MEDRES_LOW_PIXELS'] == str(112 * 112) if inference != 'native' else True
-        preds = (Path(cell['cell']) / 'predictions.jsonl').read_text().splitlines()
-        assert len(preds) == n_test
-    # The report states every claim of the pattern, whatever the quick run gives.
-    assert [c['name'] for c in report['checks']] == ['fine_cue_used', 'native_beats_low', 'mismatch_collapse',
-                                                     'mixed_near_native', 'mixed_above_native_low',
-                                                     'mixed_above_low_native']
-    assert (folder / 'grid' / 'grid.png').stat().st_size > 0
-    # A rerun resumes: nothing is trained or inferred again.
-    stamp = (folder / 'grid' / 'cells' / 'native' / 'probe' / 'low' / 'done.json').stat().st_mtime_ns
-    run_medres('probe', '--quick', '--workdir', str(work), '--data-home', str(home), '--n-boot', '200')
-    assert (folder / 'grid' / 'cells' / 'native' / 'probe' / 'low' / 'done.json').stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow
@@ -220,14 +186,15 @@ def test_default_probe_shows_the_papers_pattern(tmp_path_factory, seed):
     work = tmp_path_factory.mktemp(f'probe{seed}')
     run_medres('probe', '--replicate-seed', str(seed), '--workdir', str(work), '--data-home', str(work / 'home'), '--check')
     folder = work / f'default-seed{seed}-{ProbeConfig.preset("default", seed).key()}'
-    report = json.loads((folder / 'probe.json').read_text())
+    report = json.loads((folder / 'study.json').read_text())['probe']
     failed = [c['detail'] for c in report['checks'] if not c['holds']]
     assert report['pattern_holds'] and not failed
     # The native-trained model reads the stripes: right where the hue misleads; the low-trained
     # one reads the hue: wrong wherever it misleads.
-    cues = report['cue_breakdown']
+    cues = report['breakdown']
     assert cues['native/native']['hue_wrong']['accuracy'] > 90
     assert cues['low/low']['hue_right']['accuracy'] > 90 and cues['low/low']['hue_wrong']['accuracy'] < 10
+    assert (folder / 'report' / 'index.html').is_file()
 
 
 def _cell(correct_ids, n=200):

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from typing import Optional, Sequence
 
 from ..errors import MedresError, report
 from ..settings import Settings, env_warnings
 from ..vocabulary import Env
-from . import datasets, demo, fixtures, grid, plugin_path, prepare, probe, recipes, score, sweep, tokens, train
+from . import datasets, demo, fixtures, grid, plugin_path, prepare, probe, recipes, score, study, sweep, tokens, train
 
 # The subcommands, in the order `medres --help` lists them.
-COMMANDS = (datasets, plugin_path, tokens, recipes, train, grid, sweep, score, prepare, fixtures, probe, demo)
+COMMANDS = (datasets, plugin_path, tokens, recipes, train, grid, sweep, score, study, prepare, fixtures, probe, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = argv[:argv.index('--')] if '--' in argv else argv
     parser = build_parser()
     args = parser.parse_args(kebab_case(argv, _option_strings(parser)))
+    # As typed, for records (`medres study` writes it into its report).
+    args.command_line = shlex.join(['medres', *argv, *(['--', *passthrough] if passthrough else [])])
     if passthrough:
         if not hasattr(args, 'swift_args'):
             parser.error(f'medres {args.command} does not take arguments after --')

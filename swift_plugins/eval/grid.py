@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..data.registry import Entry, get_entry
 from ..data.spec import DatasetSpec
@@ -250,20 +250,29 @@ def single_split(spec: DatasetSpec, entry: Entry, default: str) -> str:
 def run_cells(cells: Sequence[CellSpec], cell_dir: Callable[[CellSpec], Path], *, env: Mapping[str, str],
               settings: Settings, redo: bool = False, n_boot: int = 2000, seed: int = 0,
               title: str = 'grid') -> list[CellResult]:
+    """Run (or reuse) every cell, with one progress bar: cells to compute, elapsed time and the time
+    left at the average pace of the cells computed so far (finished cells do not count, so a resumed
+    run's estimate is not flattered by them)."""
     results = []
-    columns = [TextColumn('[bold]{task.description}'), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn('{task.fields[cell]}')]
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(title, total=len(cells), cell='')
+    if redo:
+        for spec in cells:
+            (cell_dir(spec) / 'done.json').unlink(missing_ok=True)
+    todo = sum(not (cell_dir(spec) / 'done.json').is_file() for spec in cells)
+    earlier = len(cells) - todo
+    columns = [TextColumn('[bold]{task.description}'), BarColumn(), MofNCompleteColumn(), TextColumn('elapsed'),
+               TimeElapsedColumn(), TextColumn('left'), TimeRemainingColumn(), TextColumn('{task.fields[cell]}')]
+    with Progress(*columns, console=console, transient=False, speed_estimate_period=7 * 24 * 3600) as progress:
+        desc = f'{title}: {todo} cell(s)' + (f', {earlier} finished before' if earlier else '')
+        task = progress.add_task(desc, total=todo, cell='')
         for spec in cells:
             path = cell_dir(spec)
-            if redo:
-                (path / 'done.json').unlink(missing_ok=True)
             label = f'{spec.train} -> {spec.inference} on {spec.dataset}:{spec.split}'
-            progress.update(task, cell=f'{label} (cached)')
+            computed = []
             results.append(run_cell(spec, path, env=env, settings=settings, n_boot=n_boot, seed=seed,
-                                    on_start=lambda: progress.update(task, cell=f'{label}: swift infer ...')))
-            progress.advance(task)
+                                    on_start=lambda: (computed.append(True),
+                                                      progress.update(task, cell=f'{label}: swift infer ...'))))
+            if computed:
+                progress.advance(task)
         progress.update(task, cell='done')
     return results
 
