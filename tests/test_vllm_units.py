@@ -34,7 +34,12 @@ def row(w, h, i=0):
 def vllm_template(model_dir, model_type, template_type):
     from swift.model import get_processor
     from swift.template import get_template
-    t = get_template(get_processor(str(model_dir), model_type=model_type), template_type=template_type)
+    proc = get_processor(str(model_dir), model_type=model_type)
+    if template_type == 'internvl2_5':  # remote-code InternVL: its processor is the tokenizer
+        tok = proc.tokenizer
+        tok.model_info, tok.model_meta = proc.model_info, proc.model_meta
+        proc = tok
+    t = get_template(proc, template_type=template_type)
     t.set_mode('vllm')
     return t
 
@@ -111,6 +116,11 @@ def test_vllm_requests_carry_the_knob(tiny_qwen2_vl, tiny_internvl, monkeypatch)
     assert encoded['mm_processor_kwargs'] == {'max_patches': 20}
     assert [p.tokens for p in encoded['template_inputs'].medres_plans] == [21 * 256]
     assert engine_kwargs(t.medres_policy, t.medres_family, {})['mm_processor_kwargs'] == {'max_patches': 59}
+    # Remote-code InternVL2.5: vLLM's own InternVL processor names the budget max_dynamic_patch.
+    t = vllm_template(tiny_internvl, 'internvl', 'internvl2_5')
+    encoded = t.encode(row(2240, 1792), return_template_inputs=True)
+    assert encoded['mm_processor_kwargs'] == {'max_dynamic_patch': 20}
+    assert engine_kwargs(t.medres_policy, t.medres_family, {})['mm_processor_kwargs'] == {'max_dynamic_patch': 59}
 
 
 @pytest.mark.usefixtures('swift_registered')
