@@ -56,8 +56,10 @@ def install_vllm_check() -> None:
     """Make ms-swift's VllmEngine hand each answered request's prompt token ids to its template's
     `medres_engine_check` (idempotent). The requests are remembered by id when added, so streamed
     answers, which carry no inputs, are checked too."""
-    from swift.infer_engine.vllm_engine import VllmEngine
-
+    try:
+        from swift.infer_engine.vllm_engine import VllmEngine
+    except ImportError:  # no vLLM installed: no engine can answer, nothing to hook
+        return
     if getattr(VllmEngine, '_medres_checked', False):
         return
     add, full, stream = (VllmEngine._add_request, VllmEngine._create_chat_completion_response,

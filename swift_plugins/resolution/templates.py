@@ -93,6 +93,7 @@ class ResolutionTemplateMixin:
         if self.mode in ENGINE_MODES:
             # ms-swift's engine branch skips `_encode` (and its knobs): the knob goes with the request.
             refuse_engine(self.mode, policy)
+            install_vllm_check()  # normally done at engine start; also for engines built around it
             self.medres_family.engine_knobs(self, inputs, [p.size for p in plans])
 
     def prepare_engine_kwargs(self) -> dict[str, Any]:
