@@ -25,6 +25,9 @@ def register(sub) -> None:
     g.add_argument('--compare-paper', nargs='?', const='auto', metavar='MODEL',
                    help="put the paper's numbers beside (model name, or taken from --arm none=<hub id>)")
     g.add_argument('--redo', action='store_true', help='recompute finished cells too')
+    g.add_argument('--infer-backend', choices=('transformers', 'vllm'),
+                   help="swift infer's backend (default: the recipe's, transformers); vllm starts one engine per "
+                        '(arm, inference resolution) for all datasets')
     add_bootstrap_args(g)
     add_policy_args(g)
     g.set_defaults(run=run, swift_args=[])
@@ -39,6 +42,11 @@ def arms(specs: list[str]) -> dict[str, str]:
             raise UsageError(f'--arm expects LABEL=CHECKPOINT (e.g. native=output/run/checkpoint-100), got {spec!r}')
         out[label] = model_ref(ckpt)
     return out
+
+
+def backend_args(args) -> tuple[str, ...]:
+    """--infer-backend as the swift infer flag (the same cell key as `-- --infer_backend X`)."""
+    return ('--infer_backend', args.infer_backend) if args.infer_backend else ()
 
 
 def run(args) -> int:
@@ -57,7 +65,8 @@ def run(args) -> int:
             raise UsageError('--compare-paper: name the paper model (Qwen2-VL-2B, InternVL2.5-2B, LLaVA-OneVision-2B, '
                              'Qwen2-VL-7B) or give the base model as --arm none=<hub id>')
     config = GridConfig(Path(args.workdir).resolve(), arm_map, args.dataset, args.inference, args.split,
-                        policy_overrides(args), tuple(args.swift_args), 'compat' if args.compat else 'strict',
+                        policy_overrides(args), backend_args(args) + tuple(args.swift_args),
+                        'compat' if args.compat else 'strict',
                         model, args.n_boot, args.bootstrap_seed, args.redo, settings=args.settings, env=args.env)
     report = run_grid(config)
     console.print(Markdown(report.markdown))

@@ -152,36 +152,52 @@ def swift_env(base: Mapping[str, str], settings: Settings, policy: Mapping[str, 
     return {**clean, **settings.to_env(), **policy, Env.TOKEN_LOG: str(token_log)}
 
 
-def run_cell(spec: CellSpec, cell_dir: Path, *, env: Mapping[str, str], settings: Settings, n_boot: int = 2000,
-             seed: int = 0, on_start: Callable[[], None] = lambda: None) -> CellResult:
+def _recorded(spec: CellSpec, cell_dir: Path) -> Optional[CellResult]:
+    """The cell's result when it is done with these settings; None when it has to run."""
     done = cell_dir / 'done.json'
-    preds = cell_dir / 'predictions.jsonl'
-    tokens = cell_dir / 'visual_tokens.jsonl'
-    if done.is_file():
-        recorded = json.loads(done.read_text())
-        now = spec.as_record()
-        if recorded['spec'] != now:
-            changed = sorted(k for k in set(recorded['spec']) | set(now) if recorded['spec'].get(k) != now.get(k))
-            what = '; '.join(_CHANGE_NAMES.get(k, k) for k in changed)
-            raise GridError(f'{cell_dir} was computed with other settings: {what} changed since. '
-                            '--redo recomputes it (or use another --workdir)')
-        return CellResult(spec, cell_dir, recorded['score'], recorded.get('mean_visual_tokens'), cached=True)
+    if not done.is_file():
+        return None
+    recorded = json.loads(done.read_text())
+    now = spec.as_record()
+    if recorded['spec'] != now:
+        changed = sorted(k for k in set(recorded['spec']) | set(now) if recorded['spec'].get(k) != now.get(k))
+        what = '; '.join(_CHANGE_NAMES.get(k, k) for k in changed)
+        raise GridError(f'{cell_dir} was computed with other settings: {what} changed since. '
+                        '--redo recomputes it (or use another --workdir)')
+    return CellResult(spec, cell_dir, recorded['score'], recorded.get('mean_visual_tokens'), cached=True)
 
-    on_start()
+
+def _start(cell_dir: Path) -> None:
     cell_dir.mkdir(parents=True, exist_ok=True)
-    partial = cell_dir / 'predictions.partial.jsonl'
-    for stale in (partial, preds, tokens, cell_dir / 'score.json', rows_path(cell_dir / 'score.json')):
-        stale.unlink(missing_ok=True)  # a killed attempt's leftovers: this cell starts over
-    label = f'cell {spec.train} -> {spec.inference} on {spec.dataset}:{spec.split}'
+    for stale in ('predictions.partial.jsonl', 'predictions.jsonl', 'visual_tokens.jsonl', 'score.json'):
+        (cell_dir / stale).unlink(missing_ok=True)  # a killed attempt's leftovers: this cell starts over
+    rows_path(cell_dir / 'score.json').unlink(missing_ok=True)
+
+
+def _infer(specs: Sequence[CellSpec], run_dir: Path, *, env: Mapping[str, str], settings: Settings,
+           label: str) -> tuple[Path, Path]:
+    """One `swift infer` of `specs` (same checkpoint, recipe, policy and flags) on all their datasets;
+    its predictions and token log."""
+    spec = specs[0]
+    partial, tokens = run_dir / 'predictions.partial.jsonl', run_dir / 'visual_tokens.jsonl'
+    datasets = [str(DatasetSpec(s.dataset, (s.split,))) for s in specs]
     try:
-        run_swift('infer', ['--model', spec.checkpoint, '--val_dataset', str(DatasetSpec(spec.dataset, (spec.split,))),
-                            '--result_path', str(partial), *spec.extra_args],
-                  config=Path(spec.recipe), log_path=cell_dir / 'infer.log', env=swift_env(env, settings, spec.policy, tokens),
+        run_swift('infer', ['--model', spec.checkpoint, '--val_dataset', *datasets, '--result_path', str(partial),
+                            *spec.extra_args],
+                  config=Path(spec.recipe), log_path=run_dir / 'infer.log', env=swift_env(env, settings, spec.policy, tokens),
                   spinner=False, title=f'swift infer ({label})')
     except RunError as e:
         raise RunError(f'{label}: {e}') from None
+    return partial, tokens
 
+
+def _finish(spec: CellSpec, cell_dir: Path, *, settings: Settings, n_boot: int, seed: int) -> CellResult:
+    """Score the cell's predictions.partial.jsonl and visual_tokens.jsonl; done.json written last."""
+    partial, tokens, preds = (cell_dir / 'predictions.partial.jsonl', cell_dir / 'visual_tokens.jsonl',
+                              cell_dir / 'predictions.jsonl')
     entry = get_entry(spec.dataset, settings.registry_dirs)
+    if not partial.is_file():
+        raise GridError(f'{partial}: swift infer wrote no predictions (see {cell_dir / "infer.log"})')
     predictions = read_predictions(partial, entry.name)  # refuses duplicated ids
     if not predictions:
         raise GridError(f'{partial}: swift infer wrote no predictions (see {cell_dir / "infer.log"})')
@@ -195,8 +211,103 @@ def run_cell(spec: CellSpec, cell_dir: Path, *, env: Mapping[str, str], settings
     os.replace(partial, preds)
     record = {'spec': spec.as_record(), 'score': score.to_dict(), 'n_predictions': len(predictions),
               'mean_visual_tokens': mean_tokens}
-    _atomic_write(done, json.dumps(record, indent=2) + '\n')  # last: the cell is done only now
+    _atomic_write(cell_dir / 'done.json', json.dumps(record, indent=2) + '\n')  # last: the cell is done only now
     return CellResult(spec, cell_dir, record['score'], mean_tokens, cached=False)
+
+
+def run_cell(spec: CellSpec, cell_dir: Path, *, env: Mapping[str, str], settings: Settings, n_boot: int = 2000,
+             seed: int = 0, on_start: Callable[[], None] = lambda: None) -> CellResult:
+    cached = _recorded(spec, cell_dir)
+    if cached is not None:
+        return cached
+    on_start()
+    _start(cell_dir)
+    _infer([spec], cell_dir, env=env, settings=settings,
+           label=f'cell {spec.train} -> {spec.inference} on {spec.dataset}:{spec.split}')
+    return _finish(spec, cell_dir, settings=settings, n_boot=n_boot, seed=seed)
+
+
+# ------------------------------------------------------------------------------ engine groups
+
+ENGINE_BACKENDS = ('vllm',)
+
+
+def infer_backend(spec: CellSpec) -> str:
+    """The backend a cell's `swift infer` uses: the last --infer_backend of its flags, else its recipe's."""
+    backend = None
+    args = list(spec.extra_args)
+    for i, arg in enumerate(args):
+        if arg in ('--infer_backend', '--infer-backend') and i + 1 < len(args):
+            backend = args[i + 1]
+        elif arg.startswith(('--infer_backend=', '--infer-backend=')):
+            backend = arg.split('=', 1)[1]
+    if backend is None:
+        backend = str((yaml.safe_load(Path(spec.recipe).read_text()) or {}).get('infer_backend', 'transformers'))
+    return backend
+
+
+def engine_group(spec: CellSpec) -> Optional[tuple]:
+    """Cells that one engine serves (same checkpoint, recipe, policy and flags: only the dataset
+    differs), or None for a backend that loads the model per run anyway."""
+    if infer_backend(spec) not in ENGINE_BACKENDS:
+        return None
+    return (spec.train, spec.checkpoint, spec.inference, spec.recipe, json.dumps(spec.policy, sort_keys=True),
+            spec.extra_args)
+
+
+def _split_jsonl(path: Path, targets: Mapping[tuple, Path], key: Callable[[dict], tuple], what: str) -> None:
+    """Distribute the lines of `path` over `targets` by `key(row)`; a row of no target is an error."""
+    handles = {k: open(p, 'w') for k, p in targets.items()}
+    try:
+        if path.is_file():
+            with open(path, encoding='utf-8') as f:
+                for line_no, line in enumerate(f, start=1):
+                    if not line.strip():
+                        continue
+                    k = key(json.loads(line))
+                    if k not in handles:
+                        raise GridError(f'{path}:{line_no}: {what} row of {k}, which no cell of this run evaluates')
+                    handles[k].write(line if line.endswith('\n') else line + '\n')
+    finally:
+        for h in handles.values():
+            h.close()
+
+
+def run_engine_group(specs: Sequence[CellSpec], dirs: Sequence[Path], *, env: Mapping[str, str], settings: Settings,
+                     n_boot: int = 2000, seed: int = 0, on_start: Callable[[], None] = lambda: None) -> list[CellResult]:
+    """The cells of one engine group: the finished ones as recorded, the rest in ONE `swift infer`
+    (one engine start for all their datasets), whose predictions and token log are split by the
+    rows' medres metadata (dataset, split) into the cells, then scored one by one."""
+    done = {i: _recorded(s, d) for i, (s, d) in enumerate(zip(specs, dirs))}
+    pending = [i for i, r in done.items() if r is None]
+    if len(pending) == 1:
+        i = pending[0]
+        done[i] = run_cell(specs[i], dirs[i], env=env, settings=settings, n_boot=n_boot, seed=seed, on_start=on_start)
+    elif pending:
+        on_start()
+        for i in pending:
+            _start(dirs[i])
+        first = specs[pending[0]]
+        run_dir = Path(os.path.commonpath([str(dirs[i]) for i in pending])) / f'{first.inference}.engine'
+        run_dir.mkdir(parents=True, exist_ok=True)
+        names = ', '.join(f'{specs[i].dataset}:{specs[i].split}' for i in pending)
+        partial, tokens = _infer([specs[i] for i in pending], run_dir, env=env, settings=settings,
+                                 label=f'cells {first.train} -> {first.inference} on {names} (one engine)')
+        by = {(specs[i].dataset, specs[i].split): dirs[i] for i in pending}
+
+        def medres_key(row: dict) -> tuple:
+            meta = (row.get('chat_template_kwargs') or {}).get('medres') or {}
+            return meta.get('dataset'), meta.get('split')
+
+        _split_jsonl(partial, {k: d / 'predictions.partial.jsonl' for k, d in by.items()}, medres_key, 'a prediction')
+        _split_jsonl(tokens, {k: d / 'visual_tokens.jsonl' for k, d in by.items()},
+                     lambda r: (r.get('dataset'), r.get('split')), 'a visual-token')
+        for d in by.values():
+            (d / 'infer.log').write_text(f'(one swift infer served {names}: {run_dir / "infer.log"})\n')
+        for i in pending:
+            done[i] = _finish(specs[i], dirs[i], settings=settings, n_boot=n_boot, seed=seed)
+        partial.unlink(missing_ok=True)
+    return [done[i] for i in range(len(specs))]
 
 
 @dataclass
@@ -252,27 +363,38 @@ def run_cells(cells: Sequence[CellSpec], cell_dir: Callable[[CellSpec], Path], *
               title: str = 'grid') -> list[CellResult]:
     """Run (or reuse) every cell, with one progress bar: cells to compute, elapsed time and the time
     left at the average pace of the cells computed so far (finished cells do not count, so a resumed
-    run's estimate is not flattered by them)."""
-    results = []
+    run's estimate is not flattered by them). Cells of one engine group (`engine_group`: vLLM) run in
+    one `swift infer`, so one engine start serves all their datasets."""
     if redo:
         for spec in cells:
             (cell_dir(spec) / 'done.json').unlink(missing_ok=True)
     todo = sum(not (cell_dir(spec) / 'done.json').is_file() for spec in cells)
     earlier = len(cells) - todo
+    groups: dict[tuple, list[CellSpec]] = {}
+    for spec in cells:
+        key = engine_group(spec)
+        if key is not None:
+            groups.setdefault(key, []).append(spec)
     columns = [TextColumn('[bold]{task.description}'), BarColumn(), MofNCompleteColumn(), TextColumn('elapsed'),
                TimeElapsedColumn(), TextColumn('left'), TimeRemainingColumn(), TextColumn('{task.fields[cell]}')]
     with Progress(*columns, console=console, transient=False, speed_estimate_period=7 * 24 * 3600) as progress:
         desc = f'{title}: {todo} cell(s)' + (f', {earlier} finished before' if earlier else '')
         task = progress.add_task(desc, total=todo, cell='')
+        finished: dict[int, CellResult] = {}
         for spec in cells:
-            path = cell_dir(spec)
-            label = f'{spec.train} -> {spec.inference} on {spec.dataset}:{spec.split}'
-            computed = []
-            results.append(run_cell(spec, path, env=env, settings=settings, n_boot=n_boot, seed=seed,
-                                    on_start=lambda: (computed.append(True),
-                                                      progress.update(task, cell=f'{label}: swift infer ...'))))
-            if computed:
-                progress.advance(task)
+            if id(spec) in finished:
+                continue
+            key = engine_group(spec)
+            members = groups[key] if key is not None else [spec]
+            paths = [cell_dir(s) for s in members]
+            label = f'{spec.train} -> {spec.inference} on ' + ', '.join(f'{s.dataset}:{s.split}' for s in members)
+            out = run_engine_group(members, paths, env=env, settings=settings, n_boot=n_boot, seed=seed,
+                                   on_start=lambda: progress.update(task, cell=f'{label}: swift infer ...'))
+            for s, r in zip(members, out):
+                finished[id(s)] = r
+                if not r.cached:
+                    progress.advance(task)
+        results = [finished[id(spec)] for spec in cells]
         progress.update(task, cell='done')
     return results
 

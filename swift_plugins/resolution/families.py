@@ -84,6 +84,16 @@ class Family:
         """Within the block, `template` encodes `inputs` keeping `sizes` exactly (see `knobs`)."""
         yield
 
+    # Engine modes (vLLM): the engine's own processor encodes the image, so the knob travels with
+    # the request, and budgets the engine sizes at start (its encoder cache) must cover the plan.
+    def engine_knobs(self, template: Any, inputs: Any, sizes: list[Size]) -> None:
+        """Set on `inputs` (per request, never on the shared template) what keeps `sizes` exact in the engine."""
+
+    def engine_settings(self, max_pixels: int) -> dict:
+        """The engine's `mm_processor_kwargs` at start, so that any image the policy sizes to at most
+        `max_pixels` fits the budgets it allocates (the largest tile count, the largest pixel count)."""
+        return {}
+
 
 @contextmanager
 def _attribute(target: Any, name: str, value: Any) -> Iterator[None]:
@@ -105,6 +115,7 @@ class Qwen2VL(Family):
     max_aspect_ratio: ClassVar[Optional[float]] = 200
     patch_size: int = 14
     merge_size: int = 2
+    MAX_ASPECT: ClassVar[int] = 200   # qwen_vl_utils / the processor refuse longer-to-shorter side ratios above it
 
     @property
     def unit(self) -> int:
@@ -140,9 +151,19 @@ class Qwen2VL(Family):
 
     @contextmanager
     def apply_knobs(self, template, inputs, sizes):
-        # ms-swift's Qwen2-VL template passes per-sample chat_template_kwargs to fetch_image.
-        inputs.chat_template_kwargs = {**(inputs.chat_template_kwargs or {}), **self.knobs(sizes)}
+        self.engine_knobs(template, inputs, sizes)
         yield
+
+    def engine_knobs(self, template, inputs, sizes):
+        # ms-swift's Qwen2-VL template passes per-sample chat_template_kwargs to fetch_image in every
+        # mode (and tells vLLM `do_resize=False`), so the same per-request knob holds in the engine.
+        inputs.chat_template_kwargs = {**(inputs.chat_template_kwargs or {}), **self.knobs(sizes)}
+
+    def engine_settings(self, max_pixels):
+        # vLLM sizes its encoder cache for the processor's max_pixels; a native image above the
+        # checkpoint's own default would not fit it. A side under one unit is raised to one unit, so
+        # a thin image (Qwen's processor allows aspect ratios up to 200) can plan up to 200 units.
+        return {'max_pixels': max(self.MAX_ASPECT * self.unit * self.unit, int(max_pixels))}
 
 
 @dataclass
@@ -154,6 +175,9 @@ class InternVL(Family):
     tokens_per_tile: int = 256
     min_tiles: int = 1
     max_tiles: int = 64
+    # The tile budget's name in the engine's processor: vLLM's own InternVL processor (remote-code
+    # checkpoints) calls it max_dynamic_patch, transformers' InternVLProcessor max_patches.
+    engine_knob: str = 'max_patches'
 
     def grid(self, w: float, h: float, max_num: int) -> tuple[int, int]:
         """InternVL's `find_closest_aspect_ratio` over grids of at most `max_num` tiles."""
@@ -204,7 +228,7 @@ class InternVL(Family):
     def from_template(cls, template):
         if hasattr(template, 'max_num'):  # remote-code InternVL2.5: ms-swift's own tiling
             tile = template.input_size
-            return cls(tile=tile, tokens_per_tile=int((tile // 14) ** 2 * 0.25))
+            return cls(tile=tile, tokens_per_tile=int((tile // 14) ** 2 * 0.25), engine_knob='max_dynamic_patch')
         ip = getattr(template.processor, 'image_processor', None)
         size = getattr(ip, 'size', None) or {}
         tile = size.get('height', 448) if isinstance(size, dict) else 448
@@ -215,6 +239,15 @@ class InternVL(Family):
         target, name = (template, 'max_num') if hasattr(template, 'max_num') else \
             (template.processor.image_processor, 'max_patches')
         return _attribute(target, name, self.knobs(sizes)['max_num'])
+
+    def engine_knobs(self, template, inputs, sizes):
+        inputs.mm_processor_kwargs = {**(inputs.mm_processor_kwargs or {}),
+                                      self.engine_knob: self.knobs(sizes)['max_num']}
+
+    def engine_settings(self, max_pixels):
+        # The most tiles `fit` plans under max_pixels: vLLM's encoder cache is sized for the
+        # processor's default cap (12 tiles), which a per-request larger budget would overflow.
+        return {self.engine_knob: max(self.min_tiles, min(self.max_tiles, int(max_pixels // (self.tile * self.tile))))}
 
 
 # llava-hf/llava-onevision-qwen2-*-ov-hf image_grid_pinpoints: 384 px crops, 1x1 to 6x6.

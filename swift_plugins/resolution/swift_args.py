@@ -17,6 +17,7 @@ from typing import Optional
 from ..errors import PolicyError
 from ..settings import env_warnings
 from ..vocabulary import ENV_PREFIX, EPOCH_CALLBACK, Env
+from .engine import refuse_engine
 from .epoch import note_requested
 from .policy import ResolutionPolicy
 
@@ -52,6 +53,8 @@ def check_run(args, policy: Optional[ResolutionPolicy], command: str) -> None:
     if getattr(args, 'max_pixels', None) is not None:
         raise PolicyError(f'--max_pixels (MAX_PIXELS) pre-shrinks every image and would override '
                           f'{Env.RESOLUTION}={policy.mode}: unset one of them')
+    if command == 'infer':
+        refuse_engine(str(getattr(args, 'infer_backend', 'transformers')), policy)
     if command == 'sft' and policy.redraw and EPOCH_CALLBACK not in (getattr(args, 'callbacks', None) or []):
         raise PolicyError(f'{Env.MIX_REDRAW}=1 needs the epoch callback: add `--callbacks {EPOCH_CALLBACK}`')
 

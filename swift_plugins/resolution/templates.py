@@ -10,6 +10,8 @@ The subclass decodes each image itself, straight to its plan (`image_cache.load_
 EXIF orientation, reduced-size JPEG decoding, `MEDRES_IMAGE_CACHE`), before ms-swift's own load
 would decode it at full size. With `MEDRES_RESOLUTION` unset the subclass behaves exactly like
 the stock template.
+Under an inference engine (vLLM) the knob travels with each request, the engine is sized at start
+for the largest planned image, and the check runs on the prompt the engine reports (`engine.py`).
 `MEDRES_TOKEN_LOG=<file>` appends one JSON line per encoded sample (id, decision, sizes,
 predicted and actual tokens).
 """
@@ -28,6 +30,7 @@ from swift.utils import get_logger
 from ..errors import PolicyError, TokenMismatchError
 from ..settings import Settings
 from ..vocabulary import EPOCH_CALLBACK, Env
+from .engine import ENGINE_MODES, engine_kwargs, install_vllm_check, refuse_engine
 from .epoch import callback_active, callback_requested, current_epoch
 from .families import TEMPLATE_FAMILY, Family, set_run_template
 from .image_cache import ImageCache, load_policy_image
@@ -35,8 +38,6 @@ from .mixing import MixSlot
 from .policy import ResolutionPolicy
 
 logger = get_logger()
-
-_ENGINE_MODES = {'vllm', 'lmdeploy', 'sglang'}
 
 
 class ResolutionTemplateMixin:
@@ -123,6 +124,27 @@ class ResolutionTemplateMixin:
         inputs.medres_cached = cached
         inputs.medres_meta = meta
         inputs.medres_epoch = epoch
+        if self.mode in ENGINE_MODES:
+            # ms-swift's engine branch skips `_encode` (and its knobs): the knob goes with the request.
+            refuse_engine(self.mode, policy)
+            install_vllm_check()  # normally done at engine start; also for engines built around it
+            self.medres_family.engine_knobs(self, inputs, [p.size for p in plans])
+
+    def prepare_engine_kwargs(self) -> dict[str, Any]:
+        # Called once by ms-swift's VllmEngine before the engine starts.
+        kwargs = super().prepare_engine_kwargs()
+        if self.medres_policy is None:
+            return kwargs
+        install_vllm_check()
+        kwargs = engine_kwargs(self.medres_policy, self.medres_family, kwargs)
+        logger.info(f'medres: vLLM engine settings for {self.medres_policy.mode} ({self.medres_family.name}): '
+                    f'mm_processor_kwargs={kwargs.get("mm_processor_kwargs")}')
+        return kwargs
+
+    def medres_engine_check(self, inputs, prompt_token_ids: list[int]) -> None:
+        """The engine answered `inputs`: check (and log) the visual tokens in the prompt it ran."""
+        token_id = self.tokenizer.convert_tokens_to_ids(self.medres_family.image_token)
+        self._medres_record(inputs, inputs.medres_plans, sum(1 for t in prompt_token_ids if t == token_id))
 
     def _encode(self, inputs) -> dict[str, Any]:
         plans = getattr(inputs, 'medres_plans', None)
@@ -134,12 +156,12 @@ class ResolutionTemplateMixin:
         return encoded
 
     def _medres_check(self, inputs, plans, encoded) -> None:
+        token_id = self.tokenizer.convert_tokens_to_ids(self.medres_family.image_token)
+        self._medres_record(inputs, plans, sum(1 for t in encoded['input_ids'] if t == token_id))
+
+    def _medres_record(self, inputs, plans, actual: int) -> None:
         family = self.medres_family
         predicted = sum(p.tokens for p in plans)
-        actual = None
-        if self.mode not in _ENGINE_MODES:
-            token_id = self.tokenizer.convert_tokens_to_ids(family.image_token)
-            actual = sum(1 for t in encoded['input_ids'] if t == token_id)
         meta = getattr(inputs, 'medres_meta', {}) or {}
         if self.medres_token_log:
             record = {'id': meta.get('id'), 'dataset': meta.get('dataset'), 'split': meta.get('split'),
@@ -152,9 +174,10 @@ class ResolutionTemplateMixin:
                       'predicted_tokens': predicted, 'actual_tokens': actual}
             with open(self.medres_token_log, 'a') as f:
                 f.write(json.dumps(record) + '\n')
-        if actual is not None and actual != predicted:
+        if actual != predicted:
+            who = f'the {self.mode} engine ({family.name})' if self.mode in ENGINE_MODES else f'{family.name} template'
             raise TokenMismatchError(
-                f'{meta.get("id", "sample")}: {family.name} template produced {actual} visual tokens, the '
+                f'{meta.get("id", "sample")}: {who} produced {actual} visual tokens, the '
                 f'resolution policy planned {predicted} for sizes {[p.size for p in plans]}: the image was '
                 f'resized again after the policy, so the run would not be at the resolution it claims')
 
