@@ -732,6 +732,7 @@ def test_tokens_counts_only_what_the_loader_keeps(tmp_path, monkeypatch, capsys,
 @pytest.mark.usefixtures('use_local_sources')
 def test_tokens_checks_every_name_before_reading_and_keeps_split_names_whole():
     import os
+    import os
     import subprocess
     import sys
     code = ('import sys\nfrom swift_plugins.cli.main import main\n'
@@ -788,6 +789,7 @@ def test_prepare_bakes_exif_orientation_in(tmp_path):
 
 
 def test_a_killed_runs_partial_folder_goes_with_the_next_run(tmp_path):
+    import os
     import subprocess
     import sys
     import time
@@ -805,10 +807,16 @@ def test_a_killed_runs_partial_folder_goes_with_the_next_run(tmp_path):
     try:
         assert proc.stdout.readline().strip() == 'copied'
         proc.kill()   # killed outright, and not reaped yet: its pid still answers
-        for _ in range(3000):   # the kill lands asynchronously (slowly on a loaded machine): wait for the zombie, unreaped
-            if Path(f'/proc/{proc.pid}/stat').read_text().rsplit(')', 1)[-1].split()[0] == 'Z':
+        # The kill lands asynchronously (slowly on a loaded machine): wait for the zombie, unreaped. The
+        # main thread turns zombie before the run's other threads have gone (and closed its files).
+        deadline, state, threads = time.monotonic() + 120, '', []
+        while time.monotonic() < deadline:
+            state = Path(f'/proc/{proc.pid}/stat').read_text().rsplit(')', 1)[-1].split()[0]
+            threads = os.listdir(f'/proc/{proc.pid}/task')
+            if state == 'Z' and threads == [str(proc.pid)]:
                 break
             time.sleep(0.01)
+        assert state == 'Z' and threads == [str(proc.pid)], f'the killed run is still in state {state!r}, {threads}'
         partial = [p.name for p in out.parent.iterdir() if '.partial-' in p.name]
         assert len(partial) == 1
         prepare('cervical', tmp_path / 'lbc', out, test_size=5)      # up to date: a no-op that still cleans up
@@ -882,6 +890,7 @@ def test_swift_infer_names_the_bad_row_and_predicts_the_others(tiny_qwen2_vl, tm
     """A 6000x10 image Qwen2-VL cannot encode: stock `swift infer` predicts every other row and names
     it (`medres score` then says n of N); with MEDRES_BAD_ROWS=error it stops at load naming it, not
     with a ValueError mid-run; `swift sft` stops by default."""
+    import os
     import os
     import subprocess
 

@@ -33,7 +33,7 @@ def test_resolution_units_follow_from_the_published_files():
     pre = q2.files['preprocessor_config.json']
     assert (pre['min_pixels'], pre['max_pixels']) == (56 * 56, 28 * 28 * 16384)
     # InternVL2.5: 448 px tiles, 32x32 patches pixel-unshuffled by 0.5 -> 256 tokens; up to 12 tiles + thumbnail.
-    assert iv.family() == InternVL(tile=448, tokens_per_tile=256)
+    assert iv.family() == InternVL(tile=448, tokens_per_tile=256, engine_knob='max_dynamic_patch')   # remote code
     assert (iv.config['max_dynamic_patch'], iv.config['use_thumbnail']) == (12, True)
     # LLaVA-OneVision: SigLIP 384 px / 14 px patches -> 27x27 = 729 tokens per crop, 36 pinpoints to 6x6.
     fam = ov.family()

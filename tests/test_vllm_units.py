@@ -61,7 +61,11 @@ def test_engine_settings_cover_every_planned_image(policy):
             for decision in ('low', 'native'):
                 if policy.mode != 'mixed' and decision != policy.mode:
                     continue
-                size = policy.plan(w, h, decision, family).size
+                try:
+                    size = policy.plan(w, h, decision, family).size
+                except PolicyError as e:   # refused when planned (Qwen2-VL's 200:1): never reaches the engine
+                    assert isinstance(family, Qwen2VL) and 'aspect ratio' in str(e)
+                    continue
                 if isinstance(family, Qwen2VL):
                     assert size[0] * size[1] <= settings['max_pixels']
                 else:

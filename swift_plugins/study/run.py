@@ -220,7 +220,7 @@ def split_sizes(entry: Entry, split: str, settings: Settings) -> tuple[Optional[
         source = resolve_source(entry, None, settings)
         if source.kind.startswith('local') and not Path(source.dataset_id).exists():
             raise FileNotFoundError(f'{source.dataset_id} does not exist')   # before importing ms-swift's hub code
-        return registry_sizes(entry, split, settings), 'image headers'
+        return list(registry_sizes(entry, split, settings, source, headers_only=True).sizes), 'image headers'
     except Exception as e:   # whatever the hub or the folder says: the plan falls back and says why
         reason = f'{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ""}'
     rows = entry.splits[split].rows

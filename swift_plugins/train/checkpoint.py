@@ -65,7 +65,10 @@ class Checkpoint:
         if self.family_name == 'internvl':
             tile = cfg['force_image_size'] or cfg['vision_config']['image_size']
             patch = cfg['vision_config']['patch_size']
-            return InternVL(tile=tile, tokens_per_tile=int((tile // patch) ** 2 * cfg['downsample_ratio'] ** 2))
+            # The remote-code InternVL2.5 template's tile cap is `max_dynamic_patch` under vLLM.
+            knob = 'max_dynamic_patch' if self.model_type == 'internvl_chat' else 'max_patches'
+            return InternVL(tile=tile, tokens_per_tile=int((tile // patch) ** 2 * cfg['downsample_ratio'] ** 2),
+                            engine_knob=knob)
         if self.family_name == 'llava_onevision':
             vis, proc = cfg['vision_config'], self.files['processor_config.json']
             side = vis['image_size'] // vis['patch_size']
