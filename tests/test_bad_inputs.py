@@ -732,7 +732,6 @@ def test_tokens_counts_only_what_the_loader_keeps(tmp_path, monkeypatch, capsys,
 @pytest.mark.usefixtures('use_local_sources')
 def test_tokens_checks_every_name_before_reading_and_keeps_split_names_whole():
     import os
-    import os
     import subprocess
     import sys
     code = ('import sys\nfrom swift_plugins.cli.main import main\n'
@@ -890,7 +889,6 @@ def test_swift_infer_names_the_bad_row_and_predicts_the_others(tiny_qwen2_vl, tm
     """A 6000x10 image Qwen2-VL cannot encode: stock `swift infer` predicts every other row and names
     it (`medres score` then says n of N); with MEDRES_BAD_ROWS=error it stops at load naming it, not
     with a ValueError mid-run; `swift sft` stops by default."""
-    import os
     import os
     import subprocess
 

@@ -137,3 +137,17 @@ def test_bad_slides_error_or_skip(raw, tmp_path, breakage):
     assert m['skipped']['items'] == [{'item': item, 'reason': m['skipped']['items'][0]['reason'],
                                       'questions': questions}]
     assert m['counts']['test'] == 4 and m['counts']['train'] == 8   # one of the two test cases is gone
+
+
+def test_python_api_fills_the_converters_flag_defaults(raw, tmp_path):
+    """`prepare('wsi', raw)` without options builds what `medres prepare wsi` with no flags builds."""
+    from swift_plugins.data.slides import DEFAULT_DOWNSAMPLE, DEFAULT_MAX_PIXELS
+    from swift_plugins.vocabulary import PAPER_SEED
+    root, _ = raw
+    m = prepare('wsi', root, tmp_path / 'out', workers=1)
+    assert m['counts'] == {'train': 8, 'validation': 8, 'test': 8}
+    options = m['options']
+    assert (options['downsample'], options['max_pixels'], options['option_seed'], options['keep_option_order']) == \
+        (DEFAULT_DOWNSAMPLE, DEFAULT_MAX_PIXELS, PAPER_SEED, False)
+    with pytest.raises(PrepareError, match="no converter for 'wsi-vqa'.*cervical"):
+        prepare('wsi-vqa', root, tmp_path / 'other')

@@ -6,10 +6,12 @@ its prompt, label set and channel mapping from the dataset's registry entry and 
 """
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Optional
 
 from ..data.registry import get_entry
+from ..errors import PrepareError
 from ..settings import Settings
 from ..vocabulary import PAPER_SEED
 from .cervical import CervicalConverter
@@ -30,12 +32,23 @@ for _converter in (SubcellularConverter(), CompoundConverter(), CervicalConverte
     register_converter(_converter)
 
 
+def converter_defaults(converter: Converter) -> dict:
+    """The converter's options at the defaults its `medres prepare` flags give (one home for them)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    converter.add_arguments(parser)
+    known = parser.parse_known_args([])[0]
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(known).items()}
+
+
 def prepare(name: str, raw, out=None, *, seed: int = PAPER_SEED, on_error: str = 'error', force: bool = False,
             settings: Optional[Settings] = None, workers: Optional[int] = None, **options) -> dict:
     """Python entry point of `medres prepare`; returns the manifest. `workers`: processes decoding and
     writing images (default: the cores); the output is the same for any number."""
     settings = settings or Settings.from_env()  # the Python API is a boundary, as the CLI
+    if name not in CONVERTERS:
+        raise PrepareError(f'medres prepare: no converter for {name!r} (converters: {", ".join(sorted(CONVERTERS))})')
     converter = CONVERTERS[name]
+    options = {**converter_defaults(converter), **options}
     return run(converter, get_entry(name, settings.registry_dirs), Path(raw), Path(out) if out else None, seed=seed,
                on_error=on_error, options=options, force=force, settings=settings,
                workers=default_workers() if workers is None else workers)
