@@ -1,4 +1,6 @@
-"""Helpers the test modules share: run stock swift as a user does, load registry splits, read outputs."""
+"""Helpers the test modules share: run stock swift as a user does, load registry splits, read outputs,
+build a one-image ms-swift row."""
+import io
 import json
 import os
 import subprocess
@@ -40,3 +42,18 @@ def run_medres(*args: str, expect: int = 0) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == expect, out[-4000:]
     return out
+
+
+def png(w: int, h: int) -> bytes:
+    """A noise PNG of w x h (noise: no compression shortcut hides a wrong size)."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.effect_noise((w, h), 60).convert('RGB').save(buf, 'PNG')
+    return buf.getvalue()
+
+
+def row(w: int, h: int, i: int = 0) -> dict:
+    """An ms-swift row with one w x h image and medres metadata (dataset fx, split test, row i)."""
+    return {'messages': [{'role': 'user', 'content': '<image>What is shown?'}, {'role': 'assistant', 'content': 'yes'}],
+            'images': [{'bytes': png(w, h), 'path': None}],
+            'chat_template_kwargs': {'medres': {'id': f'fx/test/{i}', 'dataset': 'fx', 'split': 'test'}}}

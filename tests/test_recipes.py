@@ -46,7 +46,32 @@ def test_all_recipes_exist_and_match_their_sources():
             for res in ('native', 'low', 'mixed'):
                 assert f'{model}-{tuning}-{res}' in names
     assert {p.stem for p in INFER} == {'native', 'low', 'mixed'}
-    assert build(check=True) == [], 'recipes/train or recipes/infer edited by hand: run `medres recipes build`'
+    assert build(check=True) == [], 'recipes/train, infer or paper edited by hand: run `medres recipes build`'
+
+
+def test_paper_scripts_are_generated_from_one_template(tmp_path):
+    """One table script per model with a `paper:` entry; a hand edit, a lost executable bit or a
+    stray script is reported by `build --check` and undone by `build`."""
+    import shutil
+    root = tmp_path / 'recipes'
+    shutil.copytree(RECIPES_DIR, root)
+    scripts = sorted(p.name for p in (root / 'paper').glob('*.sh'))
+    assert scripts == ['table2_qwen2-vl-2b.sh', 'table3_internvl2.5-2b.sh', 'table4_llava-onevision.sh',
+                       'table5_qwen2-vl-7b.sh']
+    t5 = (root / 'paper' / 'table5_qwen2-vl-7b.sh').read_text()
+    assert 'Paper Table 5: Qwen2-VL-7B-Instruct' in t5 and 'MODEL=qwen2-vl-7b\n' in t5 and 'args+=(--zero3)' in t5
+    assert 'MICRO_BATCH=${MICRO_BATCH:-1}' in t5 and '@' not in t5.replace('"${DATASETS[@]}"', '').replace(
+        '"${args[@]}"', '').replace('"$@"', '')
+    assert 'args+=(--zero3)' not in (root / 'paper' / 'table2_qwen2-vl-2b.sh').read_text()
+    edited = root / 'paper' / 'table3_internvl2.5-2b.sh'
+    edited.write_text(edited.read_text().replace('GPUS:-8', 'GPUS:-4'))
+    (root / 'paper' / 'table4_llava-onevision.sh').chmod(0o644)
+    (root / 'paper' / 'table9_mine.sh').write_text('#!/bin/sh\n')
+    assert sorted(p.name for p in build(root, check=True)) == ['table3_internvl2.5-2b.sh', 'table4_llava-onevision.sh',
+                                                              'table9_mine.sh']
+    build(root)
+    assert build(root, check=True) == [] and not (root / 'paper' / 'table9_mine.sh').exists()
+    assert 'GPUS:-8' in edited.read_text() and os.access(root / 'paper' / 'table4_llava-onevision.sh', os.X_OK)
 
 
 @pytest.mark.parametrize('recipe', TRAIN, ids=lambda p: p.stem)

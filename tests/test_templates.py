@@ -10,19 +10,11 @@ from swift_plugins.resolution.families import Qwen2VL
 from swift_plugins.resolution.policy import PolicyError, ResolutionPolicy
 from swift_plugins.resolution.templates import TokenMismatchError
 
+from helpers import row
+
 SIZES = [(1000, 700), (300, 200), (90, 60), (400, 900)]
 
 
-def png(w, h):
-    buf = io.BytesIO()
-    Image.effect_noise((w, h), 60).convert('RGB').save(buf, 'PNG')
-    return buf.getvalue()
-
-
-def row(w, h, i=0):
-    return {'messages': [{'role': 'user', 'content': '<image>What is shown?'}, {'role': 'assistant', 'content': 'yes'}],
-            'images': [{'bytes': png(w, h), 'path': None}],
-            'chat_template_kwargs': {'medres': {'id': f'fx/test/{i}', 'dataset': 'fx', 'split': 'test'}}}
 
 
 @functools.lru_cache(maxsize=None)

@@ -4,12 +4,10 @@ refusal of engines medres cannot check, and the grid's one-engine-per-group exec
 
 The same paths on the real engine: tests/test_vllm_engine.py (run by `.ci/run` in `.ci/vllm-env`).
 """
-import io
 import json
 from types import SimpleNamespace
 
 import pytest
-from PIL import Image
 
 from swift_plugins.errors import PolicyError, TokenMismatchError
 from swift_plugins.resolution.engine import engine_kwargs, largest_pixels, refuse_engine
@@ -18,17 +16,7 @@ from swift_plugins.resolution.policy import ResolutionPolicy
 from swift_plugins.resolution.swift_args import check_run
 from swift_plugins.vocabulary import Env
 
-
-def png(w, h):
-    buf = io.BytesIO()
-    Image.effect_noise((w, h), 60).convert('RGB').save(buf, 'PNG')
-    return buf.getvalue()
-
-
-def row(w, h, i=0):
-    return {'messages': [{'role': 'user', 'content': '<image>What is shown?'}, {'role': 'assistant', 'content': 'yes'}],
-            'images': [{'bytes': png(w, h), 'path': None}],
-            'chat_template_kwargs': {'medres': {'id': f'fx/test/{i}', 'dataset': 'fx', 'split': 'test'}}}
+from helpers import row
 
 
 def vllm_template(model_dir, model_type, template_type):

@@ -252,6 +252,17 @@ def _from_pil(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PI
     return Decoded(np.moveaxis(rgb, -1, 0), 'rgb', 'uint8', **base)
 
 
+def _first_bytes(source: Source, where: str) -> bytes:
+    """The bytes that tell the format; an unreadable or empty file names `where`."""
+    try:
+        first = head(source)
+    except OSError as e:
+        raise ImageDecodeError(f'{where}: cannot read image file: {e}') from None
+    if not first:
+        raise ImageDecodeError(f'{where}: image file is empty' + (f': {source}' if _name(source) else ''))
+    return first
+
+
 def decode(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
            opened: Optional[Image.Image] = None) -> Decoded:
     """Decode one file (path) or payload (bytes) fully; errors (missing, corrupt, truncated, too
@@ -263,12 +274,7 @@ def decode(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXEL
     if is_gzip(source):
         # HPA ships its 16-bit originals as <id>_<stain>.tif.gz: read through, never unpacked on disk.
         return decode(gunzip(source, where), where, max_pixels)
-    try:
-        first = head(source)
-    except OSError as e:
-        raise ImageDecodeError(f'{where}: cannot read image file: {e}') from None
-    if not first:
-        raise ImageDecodeError(f'{where}: image file is empty' + (f': {source}' if _name(source) else ''))
+    first = _first_bytes(source, where)
     if is_dicom(first, _name(source)):
         planes, info = decode_dicom(source, where, max_pixels)
         return Decoded(planes, 'gray' if planes.shape[0] == 1 else 'rgb', 'uint8', 'DICOM',
@@ -300,12 +306,7 @@ def header_size(source: Source, where: str, max_pixels: int = DEFAULT_MAX_IMAGE_
         raise ImageDecodeError(f'{where}: image file not found: {source}')
     if is_gzip(source):
         return header_size(gunzip(source, where), where, max_pixels, channels)
-    try:
-        first = head(source)
-    except OSError as e:
-        raise ImageDecodeError(f'{where}: cannot read image file: {e}') from None
-    if not first:
-        raise ImageDecodeError(f'{where}: image file is empty' + (f': {source}' if _name(source) else ''))
+    first = _first_bytes(source, where)
     if is_dicom(first, _name(source)):
         return dicom_size(source, where, max_pixels)
     if first[:4] in TIFF_MAGIC:

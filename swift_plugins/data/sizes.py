@@ -9,7 +9,6 @@ imports ms-swift only for a ModelScope source.
 """
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from ..settings import Settings
 from .channels import header_size
 from .decode import decoded_size
 from .images import image_payload
+from .jsonl import json_objects
 from .registry import Channel, Entry, get_entry
 from .sources import Source, check_jsonl_files, resolve_source
 from .spec import DatasetSpec
@@ -163,24 +163,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, int, dict]]:
     """(row number, line number, row) of an ms-swift jsonl; bad encoding or JSON names the line."""
     if not path.is_file():
         raise UsageError(f'--jsonl {path}: no such file')
-    with open(path, 'rb') as f:
-        row = 0
-        for line_no, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode('utf-8')
-            except UnicodeDecodeError as e:
-                raise DataError(f'{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column '
-                                f'{e.start + 1}); save the file as UTF-8') from None
-            if not text.strip():
-                continue
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f'{path}:{line_no}: not valid JSON: {e}') from None
-            if not isinstance(value, dict):
-                raise DataError(f'{path}:{line_no}: expected a JSON object, got {type(value).__name__}')
-            yield row, line_no, value
-            row += 1
+    for row, (line_no, value) in enumerate(json_objects(path)):
+        yield row, line_no, value
 
 
 def jsonl_split_sizes(path: Path, settings: Optional[Settings] = None, *, headers_only: bool = False,

@@ -15,9 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
-from ..errors import DataError, RegistryError
+from ..errors import RegistryError
 from ..settings import Settings
 from ..vocabulary import PREPARED_DATASETS, Env
+from .jsonl import json_objects
 from .registry import Entry
 
 MANIFEST = 'manifest.json'   # what `medres prepare` writes last into a complete folder
@@ -111,18 +112,5 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 @lru_cache(maxsize=256)
 def _check_jsonl(path: Path, size: int, mtime: int) -> None:
-    with open(path, 'rb') as f:
-        for line_no, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode('utf-8')
-            except UnicodeDecodeError as e:
-                raise DataError(f'{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); '
-                                f'save the file as UTF-8') from None
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(f'{path}:{line_no}: not valid JSON: {e}') from None
-            if not isinstance(row, dict):
-                raise DataError(f'{path}:{line_no}: expected a JSON object per line, got {type(row).__name__}')
+    for _ in json_objects(path):
+        pass

@@ -9,12 +9,12 @@ partial file unless asked to score it (`--allow-partial`), and then reports n of
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..data.jsonl import json_objects
 from ..data.registry import Entry
 from ..errors import PredictionsError
 
@@ -57,15 +57,9 @@ def _optional_int(value) -> Optional[int]:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _parse_line(path: Path, line_no: int, text: str, dataset: str) -> Prediction | str:
+def _parse_row(path: Path, line_no: int, row: dict, dataset: str) -> Prediction | str:
     """The row's prediction, or (a row of another dataset) that dataset's name."""
     where = f'{path}:{line_no}'
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PredictionsError(f'{where}: not valid JSON: {e}') from None
-    if not isinstance(row, dict):
-        raise PredictionsError(f'{where}: expected a JSON object, got {type(row).__name__}')
     meta = (row.get('chat_template_kwargs') or {}).get('medres')
     if not isinstance(meta, dict) or not meta.get('id'):
         raise PredictionsError(f'{where}: no chat_template_kwargs.medres metadata with an id; '
@@ -97,20 +91,6 @@ def _parse_line(path: Path, line_no: int, text: str, dataset: str) -> Prediction
                       image_ref=meta.get('image_ref'), targets=targets, prompt=_prompt(row))
 
 
-def _lines(path: Path):
-    """(line number, text) of each line; a byte that is not UTF-8 names its line."""
-    try:
-        with open(path, 'rb') as f:  # line by line: rows may carry image bytes
-            for line_no, raw in enumerate(f, start=1):
-                try:
-                    yield line_no, raw.decode('utf-8')
-                except UnicodeDecodeError as e:
-                    raise PredictionsError(f'{path}:{line_no}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column '
-                                           f'{e.start + 1})') from None
-    except OSError as e:
-        raise PredictionsError(f'{path}: cannot read: {e}') from None
-
-
 def read_predictions(path: str | Path, dataset: str) -> list[Prediction]:
     """All rows of `path`, checked to be from `dataset` and to have unique ids; otherwise one error
     with the counts of foreign and duplicated rows and where the first of each is."""
@@ -120,10 +100,8 @@ def read_predictions(path: str | Path, dataset: str) -> list[Prediction]:
     foreign: Counter = Counter()
     foreign_first: Optional[int] = None
     duplicates: list[tuple[str, int, int]] = []
-    for line_no, text in _lines(path):
-        if not text.strip():
-            continue
-        pred = _parse_line(path, line_no, text, dataset)
+    for line_no, row in json_objects(path, PredictionsError):
+        pred = _parse_row(path, line_no, row, dataset)
         if isinstance(pred, str):
             foreign[pred] += 1
             foreign_first = foreign_first or line_no

@@ -36,8 +36,21 @@ _CHANGE_NAMES = {
 }
 
 
+class ArmFiles:
+    """Where an arm's logs are, beside its `train/` folder."""
+    folder: Path
+
+    @property
+    def log(self) -> Path:
+        return self.folder / 'sft.log'
+
+    @property
+    def token_log(self) -> Path:
+        return self.folder / 'train_tokens.jsonl'
+
+
 @dataclass
-class ArmJob:
+class ArmJob(ArmFiles):
     """Everything that determines one arm's training run."""
     dataset: str
     arm: str
@@ -58,14 +71,6 @@ class ArmJob:
     def train_dir(self) -> Path:
         return self.folder / 'train'
 
-    @property
-    def log(self) -> Path:
-        return self.folder / 'sft.log'
-
-    @property
-    def token_log(self) -> Path:
-        return self.folder / 'train_tokens.jsonl'
-
     def command(self, resume: Optional[Path] = None) -> list[str]:
         extra = ['--resume_from_checkpoint', str(resume)] if resume else []
         return [sys.executable, '-m', 'swift_plugins.cli.main', *self.launcher, '--', *self.swift_args, *extra]
@@ -83,7 +88,7 @@ def make_job(*, dataset: str, arm: str, recipe: Path, folder: Path, launcher: Se
 
 
 @dataclass
-class ArmResult:
+class ArmResult(ArmFiles):
     dataset: str
     arm: str
     checkpoint: Path
@@ -92,14 +97,6 @@ class ArmResult:
     losses: list[float] = field(default_factory=list)
     cached: bool = False
     resumed_from: Optional[str] = None
-
-    @property
-    def log(self) -> Path:
-        return self.folder / 'sft.log'
-
-    @property
-    def token_log(self) -> Path:
-        return self.folder / 'train_tokens.jsonl'
 
 
 def recorded(job: ArmJob) -> Optional[dict]:
