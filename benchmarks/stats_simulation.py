@@ -25,14 +25,7 @@ from scipy.stats import binom
 from statsmodels.stats.proportion import proportion_confint
 
 from swift_plugins.eval.stats import effective_n, mover_diff_ci, proportion_arrays, sign_flip_p
-
-
-def simulate(rng, reps, images, per_image, p, rho):
-    if rho == 0:
-        image_p = np.full((reps, images), p)
-    else:
-        image_p = rng.beta(p * (1 - rho) / rho, (1 - p) * (1 - rho) / rho, size=(reps, images))
-    return rng.random((reps, images, per_image)) < image_p[..., None]
+from swift_plugins.fixtures.clustered_outcomes import simulate
 
 
 def bootstrap_ci(rng, sums, counts, n_boot):

@@ -1,5 +1,6 @@
 """Helpers the test modules share: run stock swift as a user does, load registry splits, read outputs,
 build a one-image ms-swift row."""
+import functools
 import io
 import json
 import os
@@ -57,3 +58,15 @@ def row(w: int, h: int, i: int = 0) -> dict:
     return {'messages': [{'role': 'user', 'content': '<image>What is shown?'}, {'role': 'assistant', 'content': 'yes'}],
             'images': [{'bytes': png(w, h), 'path': None}],
             'chat_template_kwargs': {'medres': {'id': f'fx/test/{i}', 'dataset': 'fx', 'split': 'test'}}}
+
+
+@functools.lru_cache(maxsize=None)
+def processor(model_dir, model_type: str, template_type: str):
+    """ms-swift's processor for a local model folder, as `swift sft|infer` builds it."""
+    from swift.model import get_processor
+    proc = get_processor(str(model_dir), model_type=model_type)
+    if template_type == 'internvl2_5':  # remote-code InternVL: its processor is the tokenizer
+        tok = proc.tokenizer
+        tok.model_info, tok.model_meta = proc.model_info, proc.model_meta
+        proc = tok
+    return proc

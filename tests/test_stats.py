@@ -22,6 +22,7 @@ from swift_plugins.eval.stats import (
     proportion_ci,
     sign_flip_p,
 )
+from swift_plugins.fixtures.clustered_outcomes import simulate
 
 
 def clustered_bernoulli(rng, n_images, per_image, p, rho):
@@ -126,15 +127,6 @@ def test_holm_matches_statsmodels():
 
 
 # ---------------------------------------------------------------------------- simulations (vectorized)
-
-def simulate(rng, reps, images, per_image, p, rho):
-    """(reps, images, per_image) 0/1 outcomes: marginal P(correct) = p, within-image correlation rho."""
-    if rho == 0:
-        image_p = np.full((reps, images), p)
-    else:
-        image_p = rng.beta(p * (1 - rho) / rho, (1 - p) * (1 - rho) / rho, size=(reps, images))
-    return rng.random((reps, images, per_image)) < image_p[..., None]
-
 
 @pytest.mark.parametrize('per_image, rho', [(1, 0.0), (4, 0.5)])
 def test_accuracy_interval_covers_near_100_percent_and_in_the_middle(per_image, rho):

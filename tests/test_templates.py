@@ -1,5 +1,4 @@
 """Per family: the visual tokens the real ms-swift template produces equal the policy's prediction."""
-import functools
 import io
 import json
 
@@ -10,22 +9,13 @@ from swift_plugins.resolution.families import Qwen2VL
 from swift_plugins.resolution.policy import PolicyError, ResolutionPolicy
 from swift_plugins.resolution.templates import TokenMismatchError
 
-from helpers import row
+from helpers import processor, row
 
 SIZES = [(1000, 700), (300, 200), (90, 60), (400, 900)]
 
 
 
 
-@functools.lru_cache(maxsize=None)
-def processor(model_dir, model_type, template_type):
-    from swift.model import get_processor
-    proc = get_processor(str(model_dir), model_type=model_type)
-    if template_type == 'internvl2_5':  # remote-code InternVL: its processor is the tokenizer
-        tok = proc.tokenizer
-        tok.model_info, tok.model_meta = proc.model_info, proc.model_meta
-        proc = tok
-    return proc
 
 
 def template(model_dir, model_type, template_type, **kwargs):

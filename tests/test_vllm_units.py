@@ -16,18 +16,12 @@ from swift_plugins.resolution.policy import ResolutionPolicy
 from swift_plugins.resolution.swift_args import check_run
 from swift_plugins.vocabulary import Env
 
-from helpers import row
+from helpers import processor, row
 
 
 def vllm_template(model_dir, model_type, template_type):
-    from swift.model import get_processor
     from swift.template import get_template
-    proc = get_processor(str(model_dir), model_type=model_type)
-    if template_type == 'internvl2_5':  # remote-code InternVL: its processor is the tokenizer
-        tok = proc.tokenizer
-        tok.model_info, tok.model_meta = proc.model_info, proc.model_meta
-        proc = tok
-    t = get_template(proc, template_type=template_type)
+    t = get_template(processor(model_dir, model_type, template_type), template_type=template_type)
     t.set_mode('vllm')
     return t
 
