@@ -39,8 +39,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..prepare import prepare
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in _COMMON}
+    from ..prepare import converter_options, prepare
+    options = converter_options(args, exclude=_COMMON)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f'--workers must be at least 1, got {args.workers}')
     prepare(args.dataset, args.raw, args.out, seed=args.split_seed, on_error=args.on_error, force=args.force,

@@ -32,12 +32,16 @@ for _converter in (SubcellularConverter(), CompoundConverter(), CervicalConverte
     register_converter(_converter)
 
 
+def converter_options(namespace: argparse.Namespace, exclude=()) -> dict:
+    """Parsed flags as converter options (paths as text, as the manifest records them)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(namespace).items() if k not in exclude}
+
+
 def converter_defaults(converter: Converter) -> dict:
     """The converter's options at the defaults its `medres prepare` flags give (one home for them)."""
     parser = argparse.ArgumentParser(add_help=False)
     converter.add_arguments(parser)
-    known = parser.parse_known_args([])[0]
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(known).items()}
+    return converter_options(parser.parse_known_args([])[0])
 
 
 def prepare(name: str, raw, out=None, *, seed: int = PAPER_SEED, on_error: str = 'error', force: bool = False,

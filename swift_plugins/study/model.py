@@ -16,7 +16,7 @@ from typing import Optional
 import yaml
 
 from ..errors import UsageError
-from ..train.recipes import RECIPES_DIR
+from ..train.recipes import RECIPES_DIR, model_title
 
 # A checkpoint's `config.json` model_type -> (recipe model key, ms-swift model_type, template).
 # InternVL2.5 on the hub is remote code (`internvl_chat`); transformers' native InternVL classes
@@ -33,7 +33,7 @@ CONFIG_TYPES = {
 def recipe_models() -> dict[str, dict]:
     """Recipe model key -> {title, model (hub id), model_type, template}, from `recipes/src/models.yaml`."""
     raw = yaml.safe_load((RECIPES_DIR / 'src' / 'models.yaml').read_text())
-    return {k: {'title': v['title'], **v['settings']} for k, v in raw.items()}
+    return {k: {'title': model_title(v), **v['settings']} for k, v in raw.items()}
 
 
 @dataclass(frozen=True)

@@ -57,13 +57,20 @@ def _comment(text: str, width: int = 96) -> list[str]:
     return lines + [cur]
 
 
+def model_title(spec: dict, with_table: bool = True) -> str:
+    """`Qwen2-VL-2B-Instruct (paper Table 2; the main model)` from a models.yaml entry."""
+    notes = ([f'paper Table {spec["paper"]["table"]}'] if with_table and 'paper' in spec else []) + \
+        ([spec['about']] if spec.get('about') else [])
+    return spec['title'] + (f' ({"; ".join(notes)})' if notes else '')
+
+
 def train_recipe(src: Path, model: str, tuning: str, resolution: str) -> str:
     base, models = _load(src, 'base.yaml'), _load(src, 'models.yaml')
     tunings, resolutions = _load(src, 'tuning.yaml'), _load(src, 'resolution.yaml')
     m, t, r = models[model], tunings[tuning], resolutions[resolution]
     name = f'{model}-{tuning}-{resolution}'
     path = f'recipes/train/{name}.yaml'
-    header = _comment(f'{m["title"]}: {t["title"]}, trained at {r["title"]}.') + [
+    header = _comment(f'{model_title(m)}: {t["title"]}, trained at {r["title"]}.') + [
         GENERATED_NOTE,
         '#',
         f'# Launch (8 GPUs; medres train sets gradient accumulation so micro x accum x GPUs = {GLOBAL_BATCH}):',
@@ -126,10 +133,11 @@ def paper_script_name(model: str, paper: dict) -> str:
 
 def paper_script(src: Path, model: str) -> str:
     """The shell recipe reproducing the paper's table for `model` (a `medres study` on the seven datasets)."""
-    paper = _load(src, 'models.yaml')[model]['paper']
+    spec = _load(src, 'models.yaml')[model]
+    paper = spec['paper']
     zero3 = 'args+=(--zero3)                  # DeepSpeed ZeRO-3: the model does not fit otherwise\n' \
         if paper.get('zero3') else ''
-    fill = {'@GENERATED@': PAPER_NOTE, '@TABLE@': str(paper['table']), '@PAPER_MODEL@': paper['model'],
+    fill = {'@GENERATED@': PAPER_NOTE, '@TABLE@': str(paper['table']), '@PAPER_MODEL@': model_title(spec, with_table=False),
             '@MODEL@': model, '@SCRIPT@': paper_script_name(model, paper), '@MICRO_BATCH@': str(paper['micro_batch']),
             '@GLOBAL_BATCH@': str(GLOBAL_BATCH), '@ZERO3@': zero3}
     text = (src / 'paper.sh').read_text()
